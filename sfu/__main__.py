@@ -1,0 +1,3 @@
+from sfu.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""build_app() wires the HTTP/WebSocket front end to one Server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from sfu.config import Config
+from sfu.server import SERVER_KEY, Server
+from sfu.signaling import rest_keys, rest_sessions, ws
+from sfu.store.base import Store
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+
+
+async def build_app(config: Config, store: Store | None = None) -> web.Application:
+    """An aiohttp app with the server started on startup and closed on cleanup."""
+    app = web.Application(client_max_size=1024 * 1024)
+    server = await Server.create(config, store)
+    app[SERVER_KEY] = server
+    rest_keys.add_routes(app)
+    rest_sessions.add_routes(app)
+    ws.add_routes(app)
+    _add_static_routes(app)
+
+    async def _close(_: web.Application) -> None:
+        await server.close()
+
+    app.on_cleanup.append(_close)
+    return app
+
+
+def _add_static_routes(app: web.Application) -> None:
+    demo = WEB_ROOT / "demo"
+    sdk = WEB_ROOT / "sdk"
+
+    async def index(_: web.Request) -> web.StreamResponse:
+        page = demo / "index.html"
+        if page.is_file():
+            return web.FileResponse(page)
+        return web.Response(
+            text="sfu is running. The demo conferencing page is not built yet (see README status table).\n"
+        )
+
+    app.router.add_get("/", index)
+    if demo.is_dir():
+        app.router.add_static("/demo/", demo)
+    if sdk.is_dir():
+        app.router.add_static("/sdk/", sdk)

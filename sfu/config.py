@@ -1,0 +1,131 @@
+"""Server settings: each from a `--flag`, else an `SFU_*` environment variable, else its default."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the CLI prints it on one line and exits with code 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 7880
+    data_dir: Path = Path("./data")
+    log_level: str = "info"
+    # aioice gathers every interface except loopback: these addresses are what the server offers.
+    ice_hosts: tuple[str, ...] = ()
+    session_linger_s: float = 30.0
+    join_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    resume_window_s: float = 60.0
+    max_frame_bytes: int = 64 * 1024
+    frames_per_s: float = 50.0
+    frame_burst: int = 100
+    message_retention_days: float = 7.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be 0-65535")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
+
+
+def _ip(text: str) -> str:
+    return str(ipaddress.ip_address(text.strip()))
+
+
+def _ip_list(text: str) -> tuple[str, ...]:
+    return tuple(_ip(part) for part in text.split(",") if part.strip())
+
+
+# name -> (parser of one text value, help). The env variable is SFU_<NAME upper>.
+SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "host": (str, "address to listen on for HTTP and WebSocket"),
+    "port": (_port, "TCP port for HTTP and WebSocket"),
+    "data_dir": (Path, "directory for the SQLite store and recordings (created with mode 0700)"),
+    "log_level": (_log_level, "debug, info, warning or error"),
+    "ice_hosts": (_ip_list, "ICE host address to offer (repeatable; env: comma-separated)"),
+    "session_linger_s": (_positive_float, "seconds an empty session lives on"),
+    "join_timeout_s": (_positive_float, "seconds a socket has to send join"),
+    "idle_timeout_s": (_positive_float, "seconds of silence before a socket is closed"),
+    "resume_window_s": (_positive_float, "seconds a dropped participant may resume"),
+    "max_frame_bytes": (_positive_int, "largest WebSocket frame accepted"),
+    "frames_per_s": (_positive_float, "sustained WebSocket frames per second per connection"),
+    "frame_burst": (_positive_int, "WebSocket frame burst allowance"),
+    "message_retention_days": (_positive_float, "days persisted data messages are kept"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, (_, help_text) in SETTINGS.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "ice_hosts":
+            parser.add_argument("--ice-host", dest=name, action="append", metavar="ADDR", help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Merge flags over `SFU_*` variables over defaults; raises ConfigError naming the bad setting."""
+    env = os.environ if environ is None else environ
+    known = {"SFU_" + name.upper() for name in SETTINGS}
+    unknown = sorted(k for k in env if k.startswith("SFU_") and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]} (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for name, (parse, _) in SETTINGS.items():
+        raw: Any = getattr(args, name, None) if args is not None else None
+        source = "--" + name.replace("_", "-")
+        if raw is None and "SFU_" + name.upper() in env:
+            raw, source = env["SFU_" + name.upper()], "SFU_" + name.upper()
+        if raw is None:
+            continue
+        try:
+            if isinstance(raw, list):
+                values[name] = tuple(_ip(item) for item in _flatten(raw))
+            else:
+                values[name] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid {source} {raw!r}: {exc}") from None
+    return Config(**values)
+
+
+def _flatten(items: Sequence[str]) -> list[str]:
+    return [part for item in items for part in item.split(",") if part.strip()]
+
+
+def setting_names() -> list[str]:
+    return [f.name for f in fields(Config) if f.name != "extra"]

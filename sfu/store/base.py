@@ -1,0 +1,144 @@
+"""The storage interface: what a Redis or Postgres store would implement besides the SQLite one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from sfu.auth.identity import Grants
+
+KeyType = Literal["secret", "web_only"]
+KeyAlgorithm = Literal["HS256", "ES256", "EdDSA"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    cid: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key as stored. Secrets never live here: see `Store.key_secret` and `Store.find_web_key`."""
+
+    key_id: str
+    cid: str
+    type: KeyType
+    algorithm: KeyAlgorithm = "HS256"
+    origins: tuple[str, ...] = ()  # web-only keys
+    grants: Grants = field(default_factory=Grants)  # web-only keys: what a join with it may do
+    max_participants: int | None = None  # web-only keys
+    public_key: str | None = None  # PEM, for ES256 / EdDSA keys
+    revoked: bool = False
+    created_at: float = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "key_id": self.key_id,
+            "cid": self.cid,
+            "type": self.type,
+            "algorithm": self.algorithm,
+            "origins": list(self.origins),
+            "revoked": self.revoked,
+            "created_at": self.created_at,
+        }
+        if self.type == "web_only":
+            out["grants"] = self.grants.to_wire()
+            out["max_participants"] = self.max_participants
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A persisted data message of a pipeline; `to` is None when it went to everyone."""
+
+    seq: int
+    from_uid: str
+    pipeline: str
+    ts_ms: int
+    data: Any
+    to: tuple[str, ...] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "message", "from": self.from_uid, "pipeline": self.pipeline,
+                "seq": self.seq, "ts": self.ts_ms, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRecord:
+    """A registered webhook; deliveries are signed with the secret of `key_id`, the key that registered it."""
+
+    webhook_id: str
+    cid: str
+    url: str
+    key_id: str
+    created_at: float
+
+
+class Store(Protocol):
+    """Async so that a networked store fits; the SQLite store answers from the loop (short transactions)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # clients
+    async def create_client(self, name: str) -> ClientRecord: ...
+    async def get_client(self, cid: str) -> ClientRecord | None: ...
+    async def find_client_by_name(self, name: str) -> ClientRecord | None: ...
+    async def list_clients(self) -> list[ClientRecord]: ...
+
+    # keys
+    async def create_secret_key(
+        self, cid: str, algorithm: KeyAlgorithm = "HS256", public_key: str | None = None
+    ) -> tuple[KeyRecord, str | None]:
+        """Returns the record and, for HS256, the secret (shown once)."""
+        ...
+
+    async def create_web_key(
+        self, cid: str, origins: tuple[str, ...], grants: Grants, max_participants: int | None = None
+    ) -> tuple[KeyRecord, str]:
+        """Returns the record and the `wk_...` key value (shown once; stored only hashed)."""
+        ...
+
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+    async def key_secret(self, key_id: str) -> bytes | None:
+        """The HS256 secret of a live secret key, or None (unknown, revoked, or not HS256)."""
+        ...
+
+    async def find_web_key(self, key_value: str) -> KeyRecord | None:
+        """The web-only key whose value this is, or None; origins come back verified untampered."""
+        ...
+
+    async def list_keys(self, cid: str) -> list[KeyRecord]: ...
+    async def revoke_key(self, key_id: str) -> bool: ...
+
+    # data pipelines
+    async def next_seq(self, cid: str, session: str, pipeline: str) -> int:
+        """A `seq` that never repeats for (cid, session name, pipeline), across restarts."""
+        ...
+
+    async def append_message(self, cid: str, session: str, message: StoredMessage) -> None: ...
+    async def list_messages(
+        self,
+        cid: str,
+        session: str,
+        pipeline: str,
+        *,
+        for_uid: str,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Messages visible to `for_uid` (to everyone, from it, or to it), ascending by seq."""
+        ...
+
+    async def list_pipelines(self, cid: str, session: str) -> list[str]: ...
+    async def prune_messages(self, now_ms: int) -> int:
+        """Drops messages past retention or beyond the last 1000 per (session, pipeline)."""
+        ...
+
+    # webhooks
+    async def add_webhook(self, cid: str, url: str, key_id: str) -> WebhookRecord: ...
+    async def list_webhooks(self, cid: str) -> list[WebhookRecord]: ...
+    async def delete_webhook(self, cid: str, webhook_id: str) -> bool: ...
