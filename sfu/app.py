@@ -9,6 +9,7 @@ from aiohttp import web
 from sfu.config import Config
 from sfu.server import SERVER_KEY, Server
 from sfu.signaling import rest_keys, rest_sessions, ws
+from sfu.signaling.http_util import error_middleware
 from sfu.store.base import Store
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
@@ -16,7 +17,7 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 
 async def build_app(config: Config, store: Store | None = None) -> web.Application:
     """An aiohttp app with the server started on startup and closed on cleanup."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
     server = await Server.create(config, store)
     app[SERVER_KEY] = server
     rest_keys.add_routes(app)
