@@ -9,6 +9,8 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
+# Random loss on test links: tc netem where the kernel has it, else nftables' `numgen random` drop rule.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need_apt[*]} with apt-get"
