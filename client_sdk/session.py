@@ -1,0 +1,517 @@
+"""`Session`: one participant in one SFU session, over one signaling socket and two peer connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, overload
+from urllib.parse import urlsplit
+
+from aiortc import MediaStreamTrack
+
+from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout, SfuError
+from client_sdk.events import (
+    Closed,
+    DataReceived,
+    FeedPublished,
+    FeedUnpublished,
+    FeedUpdated,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    Reconnected,
+    Reconnecting,
+    parse_event,
+)
+from client_sdk.feeds import LocalFeed, RawFeed, RemoteFeed
+from client_sdk.hub import EventHub, EventStream
+from client_sdk.ice import loopback_host, rtc_configuration
+from client_sdk.peers import PublisherPeer, SubscriberPeer
+from client_sdk.signaling import Connection
+from client_sdk.wire import DEFAULT_PIPELINE, Feed, IceServer, Joined, JsonObject, Message, Participant
+
+log = logging.getLogger("client_sdk.session")
+
+SDK_INFO = {"name": "pysfu-python", "version": "0.1.0"}
+TERMINAL_CLOSE_CODES = frozenset({1000, 4001, 4003, 4008, 4009, 4010, 4011, 4012, 4013})
+"""Close codes after which reconnecting cannot help (PROTOCOL.md "Close codes")."""
+
+
+def _backoff_s(attempt: int) -> float:
+    return float(min(0.1 * 2 ** (attempt - 1), 5.0))
+
+
+class Session:
+    """A participant: `await session.join()` (or `connect(...)`), then publish, subscribe, send, listen."""
+
+    def __init__(  # noqa: PLR0913 - every PROTOCOL.md join option is a keyword
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        key: str | None = None,
+        session: str | None = None,
+        uid: str | None = None,
+        name: str | None = None,
+        origin: str | None = None,
+        auto_subscribe: bool = True,
+        reconnect: bool = True,
+        request_timeout_s: float = 10.0,
+        ping_interval_s: float = 10.0,
+        reconnect_timeout_s: float = 60.0,
+    ) -> None:
+        if (token is None) == (key is None):
+            raise ValueError("give exactly one of token= or key= (with session= and uid=)")
+        if key is not None and (session is None or uid is None):
+            raise ValueError("key= needs session= and uid=")
+        self.url = url
+        self._credentials: JsonObject = {"token": token} if token else {"key": key, "session": session, "uid": uid}
+        if name is not None:
+            self._credentials["name"] = name
+        self._origin = origin
+        self.auto_subscribe = auto_subscribe
+        self._reconnect = reconnect
+        self._request_timeout_s = request_timeout_s
+        self._ping_interval_s = ping_interval_s
+        self._reconnect_timeout_s = reconnect_timeout_s
+        loopback = loopback_host(urlsplit(url).hostname)
+        self._gather_hosts: tuple[str, ...] = (loopback,) if loopback else ()
+
+        self.sid = ""
+        self.uid = ""
+        self.me: Participant | None = None
+        self.participants_by_uid: dict[str, Participant] = {}
+        self.feeds_by_id: dict[str, Feed] = {}
+        self.history_by_pipeline: dict[str, tuple[Message, ...]] = {}
+        self.ice_servers: tuple[IceServer, ...] = ()
+        self.local_feeds: list[LocalFeed] = []
+        self._subscribed: dict[str, bool] = {}  # feed_id -> decode, what a fresh rejoin must restore
+        self._resume_token: str | None = None
+
+        self._hub = EventHub()
+        self._conn: Connection | None = None
+        self._generation = 0
+        self._connected = asyncio.Event()
+        self._publisher: PublisherPeer | None = None
+        self._subscriber: SubscriberPeer | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._teardown_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed_reason: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    async def join(self) -> Joined:
+        """Opens the socket and joins; raises the typed error of a refused join (Unauthorized...)."""
+        joined = await self._open_and_join(resume=None)
+        self.history_by_pipeline = dict(joined.history)
+        return joined
+
+    async def __aenter__(self) -> Session:
+        if self._conn is None:
+            await self.join()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self._closed_reason is not None
+
+    async def leave(self) -> None:
+        """Leaves the session (the `leave` request), then closes everything; same as `close()`."""
+        await self.close()
+
+    async def close(self) -> None:
+        """Leaves and releases the socket, both peer connections and every task. Idempotent."""
+        if self._teardown_task is None:
+            self._closing = True
+            self._teardown_task = asyncio.create_task(self._teardown("left", None, send_leave=True))
+        await asyncio.shield(self._teardown_task)
+
+    async def _teardown(self, reason: str, code: int | None, *, send_leave: bool = False) -> None:
+        task = self._reconnect_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        conn, self._conn = self._conn, None
+        self._connected.clear()
+        if conn is not None:
+            if send_leave and not conn.closed:
+                with contextlib.suppress(SfuError):
+                    await conn.send({"type": "leave"})
+            await conn.close()
+        await self._close_peers()
+        self._closed_reason = reason
+        self._hub.emit(Closed(reason, code))
+
+    async def _close_peers(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        subscriber, self._subscriber = self._subscriber, None
+        if publisher is not None:
+            await publisher.close()
+        if subscriber is not None:
+            await subscriber.close()
+
+    def events(self) -> EventStream:
+        """A stream of typed events from now on (the first stream also gets those since `join`)."""
+        return self._hub.open_stream()
+
+    # -- socket -------------------------------------------------------------------------------------------
+
+    async def _open_and_join(self, resume: str | None) -> Joined:
+        self._generation += 1
+        generation = self._generation
+
+        def on_message(message: JsonObject) -> None:
+            if generation == self._generation:
+                self._on_message(message)
+
+        def on_closed(code: int | None) -> None:
+            if generation == self._generation:
+                self._on_connection_closed(code)
+
+        conn = await Connection.open(
+            self.url, on_message, on_closed, origin=self._origin,
+            request_timeout_s=self._request_timeout_s, ping_interval_s=self._ping_interval_s,
+        )
+        fields: JsonObject = {**self._credentials, "auto_subscribe": self.auto_subscribe, "sdk": SDK_INFO}
+        if resume is not None:
+            fields["resume"] = resume
+        try:
+            reply = await conn.request("join", **fields)
+        except BaseException:
+            self._generation += 1  # this socket's close is not a session event
+            await conn.close()
+            raise
+        joined = Joined.from_wire(reply)
+        self._conn = conn
+        self._apply_joined(joined)
+        if self._subscriber is None:
+            self._subscriber = self._new_subscriber()
+        self._connected.set()
+        return joined
+
+    def _apply_joined(self, joined: Joined) -> None:
+        self.sid = joined.session.sid
+        self.uid = joined.participant.uid
+        self.me = joined.participant
+        self.participants_by_uid = {p.uid: p for p in joined.participants if p.uid != self.uid}
+        self.feeds_by_id = {f.feed_id: f for p in joined.participants for f in p.feeds}
+        self.ice_servers = joined.ice_servers
+        self._resume_token = joined.resume
+
+    def _new_subscriber(self) -> SubscriberPeer:
+        return SubscriberPeer(
+            rtc_configuration(self.ice_servers), self._gather_hosts, self._send, self._on_data,
+            lambda feed_id: RemoteFeed(self, feed_id, self.feeds_by_id.get(feed_id)),
+        )
+
+    def _on_data(self, event: DataReceived) -> None:
+        self._hub.emit(event)
+
+    async def _request(self, kind: str, **fields: Any) -> JsonObject:
+        """One request; while reconnecting it waits (within the request timeout) for the new socket."""
+        if self.closed:
+            raise ConnectionClosed("session is closed")
+        if not self._connected.is_set():
+            try:
+                async with asyncio.timeout(self._request_timeout_s):
+                    await self._connected.wait()
+            except TimeoutError:
+                raise RequestTimeout(f"not connected: {kind} not sent") from None
+        assert self._conn is not None
+        return await self._conn.request(kind, **fields)
+
+    async def _send(self, message: JsonObject) -> None:
+        if self._conn is not None:
+            await self._conn.send(message)
+
+    def _on_message(self, message: JsonObject) -> None:  # noqa: C901 - one flat switch on the type
+        kind = message.get("type")
+        if kind in ("offer", "candidate"):
+            if kind == "candidate" and message.get("transport") == "publisher":
+                if self._publisher is not None:
+                    self._spawn_candidate(self._publisher, message.get("candidate"))
+            elif self._subscriber is not None:
+                self._subscriber.enqueue(message)
+            return
+        try:
+            event = parse_event(message)
+        except SfuError as exc:
+            log.warning("ignoring malformed %s: %s", kind, exc.message)
+            return
+        match event:
+            case ParticipantJoined(participant) | ParticipantUpdated(participant):
+                self.participants_by_uid[participant.uid] = participant
+                self.feeds_by_id.update((f.feed_id, f) for f in participant.feeds)
+            case ParticipantLeft(uid):
+                self.participants_by_uid.pop(uid, None)
+                for feed_id in [f for f, feed in self.feeds_by_id.items() if feed.uid == uid]:
+                    self._feed_gone(feed_id)
+            case FeedPublished(feed) | FeedUpdated(feed):
+                self.feeds_by_id[feed.feed_id] = feed
+            case FeedUnpublished(feed_id):
+                self._feed_gone(feed_id)
+            case Closed(reason):
+                self._closed_reason = self._closed_reason or reason
+                return  # emitted once, by the teardown that follows the socket close
+        self._hub.emit(event)
+
+    def _spawn_candidate(self, publisher: PublisherPeer, body: object) -> None:
+        # NOTE: aiortc gathers before returning SDP and the server normally does too; trickle is rare.
+        task = asyncio.ensure_future(publisher.add_candidate(body))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _feed_gone(self, feed_id: str) -> None:
+        self.feeds_by_id.pop(feed_id, None)
+        self._subscribed.pop(feed_id, None)
+        if self._subscriber is not None:
+            remote = self._subscriber.forget(feed_id)
+            if remote is not None:
+                remote._ended()
+
+    def _on_connection_closed(self, code: int | None) -> None:
+        if self._closing:
+            return
+        self._connected.clear()
+        if self._closed_reason is not None or code in TERMINAL_CLOSE_CODES or not self._reconnect:
+            self._closing = True
+            reason = self._closed_reason or f"socket closed ({code})"
+            self._teardown_task = asyncio.create_task(self._teardown(reason, code))
+        elif self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.create_task(self._reconnect_loop(), name="client_sdk.reconnect")
+
+    async def _reconnect_loop(self) -> None:
+        """Rejoins with `resume` (backoff); a refused resume falls back to a fresh join and a restore."""
+        old, self._conn = self._conn, None
+        if old is not None:
+            await old.close()
+        deadline = time.monotonic() + self._reconnect_timeout_s
+        attempt = 0
+        resume = self._resume_token
+        while True:
+            attempt += 1
+            self._hub.emit(Reconnecting(attempt))
+            await asyncio.sleep(_backoff_s(attempt))
+            try:
+                joined = await self._open_and_join(resume=resume)
+                break
+            except (OSError, ConnectionClosed, RequestTimeout, asyncio.TimeoutError) as exc:
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+                failure: SfuError | None = None
+            except SfuError as exc:
+                failure = exc
+            if failure is not None:
+                if resume is None or isinstance(failure, Forbidden):
+                    self._closing = True
+                    self._teardown_task = asyncio.create_task(self._teardown(failure.message, None))
+                    return
+                resume = None  # the resume token was refused: join afresh
+            if time.monotonic() > deadline:
+                self._closing = True
+                self._teardown_task = asyncio.create_task(self._teardown("reconnect_failed", None))
+                return
+        resumed = joined.resumed if joined.resumed is not None else resume is not None
+        if not resumed:
+            await self._restore()
+        self._hub.emit(Reconnected(resumed))
+
+    async def _restore(self) -> None:
+        """After a fresh (not resumed) join: new transports, the same tracks, the same subscriptions."""
+        remotes = dict(self._subscriber.remotes_by_feed) if self._subscriber else {}
+        await self._close_peers()
+        self._subscriber = self._new_subscriber()
+        feeds = [f for f in self.local_feeds if f.active]
+        for feed in feeds:
+            feed.transceiver = None
+        if feeds:
+            self._publisher = PublisherPeer(rtc_configuration(self.ice_servers), self._gather_hosts, self._request)
+            await self._publisher.negotiate(feeds)
+        for feed_id, decode in list(self._subscribed.items()):
+            if feed_id in self.feeds_by_id:
+                remote = remotes.get(feed_id)
+                with contextlib.suppress(SfuError):
+                    await self._subscribe(feed_id, decode, remote)
+
+    # -- requests -----------------------------------------------------------------------------------------
+
+    async def publish(self, track: MediaStreamTrack, source: str | None = None, name: str | None = None) -> LocalFeed:
+        """Publishes any aiortc track (a renegotiation if something is published already)."""
+        feeds = await self.publish_many([(track, source, name)])
+        return feeds[0]
+
+    async def publish_many(
+        self, tracks: Sequence[tuple[MediaStreamTrack, str | None, str | None]]
+    ) -> list[LocalFeed]:
+        """Publishes several (track, source, name) in one offer/answer, e.g. a camera and a microphone."""
+        feeds = []
+        for track, source, name in tracks:
+            chosen = source or ("microphone" if track.kind == "audio" else "camera")
+            self._check_publish_grant(chosen)
+            feeds.append(LocalFeed(self, track, chosen, name))
+        if self._publisher is None:
+            self._publisher = PublisherPeer(rtc_configuration(self.ice_servers), self._gather_hosts, self._request)
+        await self._publisher.negotiate(feeds)
+        self.local_feeds.extend(feeds)
+        return feeds
+
+    def _check_publish_grant(self, source: str) -> None:
+        """Refuses locally what the server would refuse: a failed offer leaves the transport half-negotiated."""
+        grants = self.me.grants if self.me is not None else None
+        if grants is None:
+            return
+        allowed = grants.publish if isinstance(grants.publish, bool) else source in grants.publish
+        if not allowed:
+            raise Forbidden(f"token does not grant publish of {source}")
+
+    async def publish_file(self, path: str | Path, *, loop: bool = True, name: str | None = None) -> FilePublication:
+        """Publishes a pre-encoded file (video and/or audio) without re-encoding, looping by default."""
+        from client_sdk import encoded  # the media colleague's module; imported late to keep startup light
+
+        tracks = encoded.from_file(str(path), loop=loop)
+        items = [(t, "microphone" if t.kind == "audio" else "camera", name) for t in tracks]
+        return FilePublication(tuple(await self.publish_many(items)))
+
+    async def unpublish(self, feed_id: str) -> None:
+        await self._request("unpublish", feed_id=feed_id)
+        for feed in self.local_feeds:
+            if feed.feed_id == feed_id and self._publisher is not None:
+                await self._publisher.stop_feed(feed)
+        self.local_feeds = [f for f in self.local_feeds if f.feed_id != feed_id]
+
+    async def mute(self, feed_id: str, muted: bool = True) -> None:
+        await self._request("mute", feed_id=feed_id, muted=muted)
+        for feed in self.local_feeds:
+            if feed.feed_id == feed_id:
+                feed.muted = muted
+
+    @overload
+    async def subscribe(self, feed_id: str, *, decode: Literal[True] = ..., timeout_s: float | None = ...) -> RemoteFeed: ...
+    @overload
+    async def subscribe(self, feed_id: str, *, decode: Literal[False], timeout_s: float | None = ...) -> RawFeed: ...
+    async def subscribe(self, feed_id: str, *, decode: bool = True, timeout_s: float | None = None) -> RemoteFeed:
+        """Subscribes and returns once the track is negotiated; `decode=False` gives `RawFeed.packets()`."""
+        self._subscribed[feed_id] = decode
+        return await self._subscribe(feed_id, decode, None, timeout_s)
+
+    async def _subscribe(
+        self, feed_id: str, decode: bool, previous: RemoteFeed | None, timeout_s: float | None = None
+    ) -> RemoteFeed:
+        subscriber = self._subscriber
+        if subscriber is None:
+            raise ConnectionClosed("session is not joined")
+        current = subscriber.remotes_by_feed.get(feed_id)
+        if current is None or isinstance(current, RawFeed) == decode:
+            info = self.feeds_by_id.get(feed_id)
+            remote = previous or (RemoteFeed(self, feed_id, info) if decode else RawFeed(self, feed_id, info))
+            subscriber.expect(remote)
+        else:
+            remote = current
+        await self._request("subscribe", feed_ids=[feed_id])
+        try:
+            async with asyncio.timeout(timeout_s or self._request_timeout_s):
+                await subscriber.wait_for(feed_id)
+        except TimeoutError:
+            raise RequestTimeout(f"no offer carried feed {feed_id}") from None
+        return remote
+
+    async def unsubscribe(self, feed_ids: str | Sequence[str]) -> None:
+        ids = [feed_ids] if isinstance(feed_ids, str) else list(feed_ids)
+        await self._request("unsubscribe", feed_ids=ids)
+        for feed_id in ids:
+            self._subscribed.pop(feed_id, None)
+            remote = self._subscriber.forget(feed_id) if self._subscriber else None
+            if remote is not None:
+                remote._ended()
+
+    async def set_quality(
+        self, feed_id: str, *, max_width: int | None = None, max_height: int | None = None,
+        layer: str | None = None, paused: bool | None = None,
+    ) -> None:
+        fields = {"max_width": max_width, "max_height": max_height, "layer": layer, "paused": paused}
+        await self._request("set_quality", feed_id=feed_id, **{k: v for k, v in fields.items() if v is not None})
+
+    async def send(
+        self, data: Any, *, to: Sequence[str] | None = None, pipeline: str = DEFAULT_PIPELINE, persist: bool = False
+    ) -> int:
+        """Sends a JSON data message; returns its `seq` in the pipeline."""
+        fields: JsonObject = {"data": data, "pipeline": pipeline, "persist": persist}
+        if to is not None:
+            fields["to"] = list(to)
+        reply = await self._request("send", **fields)
+        seq = reply.get("seq")
+        return seq if isinstance(seq, int) else -1
+
+    async def history(
+        self, pipeline: str = DEFAULT_PIPELINE, *, before: int | None = None, after: int | None = None, limit: int = 50
+    ) -> list[Message]:
+        """A page of a pipeline's persisted messages (`after`: what was missed, e.g. after a reconnect)."""
+        fields: JsonObject = {"pipeline": pipeline, "limit": limit}
+        if before is not None:
+            fields["before"] = before
+        if after is not None:
+            fields["after"] = after
+        reply = await self._request("history", **fields)
+        return [Message.from_wire(m) for m in reply.get("messages", []) if isinstance(m, dict)]
+
+    async def update(self, name: str) -> None:
+        await self._request("update", name=name)
+
+    async def ping(self) -> float:
+        """Round trip of a `ping`, in seconds."""
+        start = time.monotonic()
+        await self._request("ping")
+        return time.monotonic() - start
+
+    async def refresh(self, token: str) -> None:
+        """Hands the server a fresh token before the current one expires; reconnects use it too."""
+        await self._request("refresh", token=token)
+        if "token" in self._credentials:
+            self._credentials["token"] = token
+
+
+class FilePublication:
+    """What `publish_file` returns: the feeds of one file (video first); `.feed_id` is the first one's."""
+
+    def __init__(self, feeds: tuple[LocalFeed, ...]) -> None:
+        self.feeds = feeds
+
+    @property
+    def feed_id(self) -> str:
+        return self.feeds[0].feed_id
+
+    async def unpublish(self) -> None:
+        for feed in self.feeds:
+            await feed.unpublish()
+
+
+async def connect(  # noqa: PLR0913 - the options of Session
+    url: str,
+    *,
+    token: str | None = None,
+    key: str | None = None,
+    session: str | None = None,
+    uid: str | None = None,
+    name: str | None = None,
+    origin: str | None = None,
+    auto_subscribe: bool = True,
+    reconnect: bool = True,
+    request_timeout_s: float = 10.0,
+) -> Session:
+    """Joins and returns the session: `async with await connect(url, token=...) as session:`."""
+    joined = Session(
+        url, token=token, key=key, session=session, uid=uid, name=name, origin=origin,
+        auto_subscribe=auto_subscribe, reconnect=reconnect, request_timeout_s=request_timeout_s,
+    )
+    await joined.join()
+    return joined

@@ -1,0 +1,321 @@
+"""The ONLY module that touches aiortc/aioice internals (pinned: aiortc 1.16.0, aioice 0.13.0).
+
+aiortc is a WebRTC endpoint: its receiver decodes every track and its sender encodes. We keep its SDP,
+ICE, DTLS and SRTP keys and take the packets out beside it, the way mediasoup and LiveKit sit beside
+libwebrtc:
+
+- receive: `RTCDtlsTransport._handle_rtp_data` / `_handle_rtcp_data` are looked up on the instance, so
+  an instance attribute sees every SRTP-decrypted datagram as raw bytes, before aiortc parses it (its
+  parser drops header extensions it does not know) and before its router. aiortc's receivers never
+  see a packet;
+- no decoding/encoding: `RTCRtpReceiver.receive` (starts a decoder thread) and `RTCRtpSender.send`
+  (starts the encode/packetize loop) are replaced per instance by no-ops before aiortc's connect task
+  runs;
+- send: `transport._tx_srtp.protect()` + the nominated ICE pair's `DatagramTransport.sendto`,
+  synchronously, no coroutine per packet;
+- ICE hosts: `aioice.ice.get_host_addresses` is wrapped once; inside `ice_hosts_scope(hosts)` (a
+  ContextVar, so only the peer connections whose candidates are gathered in that scope are affected,
+  including aioice's gather tasks, which copy the context) it returns exactly the configured hosts.
+
+`tests/unit/media/test_bridge_contract.py` fails loudly if an upgrade moves any of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ipaddress
+import logging
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
+from aiortc.codecs import CODECS
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.sdp import candidate_from_sdp
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
+
+log = logging.getLogger("sfu.media.bridge")
+
+_ICE_HOSTS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "sfu_ice_hosts", default=None
+)
+_original_get_host_addresses: Callable[[bool, bool], list[str]] | None = None
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    hosts = _ICE_HOSTS.get()
+    if hosts is None:
+        assert _original_get_host_addresses is not None
+        return _original_get_host_addresses(use_ipv4, use_ipv6)
+    return [
+        h
+        for h in hosts
+        if (ipaddress.ip_address(h).version == 4 and use_ipv4)
+        or (ipaddress.ip_address(h).version == 6 and use_ipv6)
+    ]
+
+
+def install_ice_host_override() -> None:
+    """Wraps `aioice.ice.get_host_addresses` once per process; a no-op outside `ice_hosts_scope`."""
+    global _original_get_host_addresses
+    if _original_get_host_addresses is None:
+        _original_get_host_addresses = aioice.ice.get_host_addresses
+        aioice.ice.get_host_addresses = _get_host_addresses
+
+
+@contextlib.contextmanager
+def ice_hosts_scope(hosts: Sequence[str]) -> Iterator[None]:
+    """Candidates gathered inside offer exactly `hosts` (aioice otherwise skips loopback)."""
+    install_ice_host_override()
+    token = _ICE_HOSTS.set(tuple(hosts))
+    try:
+        yield
+    finally:
+        _ICE_HOSTS.reset(token)
+
+
+def _refuse(packet: bytes | bytearray) -> bytes | None:
+    return None
+
+
+def new_peer_connection() -> RTCPeerConnection:
+    """No STUN server (aiortc would add Google's), one transport for everything (max-bundle)."""
+    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+
+class _Done:
+    """An awaitable that is already finished: lets a plain function stand in for an `async def` hook."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]
+
+
+DONE = _Done()
+
+RtpHook = Callable[..., _Done]
+
+
+async def _no_op(*args: object, **kwargs: object) -> None:
+    return None
+
+
+def disable_aiortc_media(pc: RTCPeerConnection) -> None:
+    """No decoder thread, no encoder loop, no aiortc RTCP task for any transceiver of `pc`."""
+    for transceiver in pc.getTransceivers():
+        transceiver.receiver.receive = _no_op  # type: ignore[method-assign]
+        transceiver.sender.send = _no_op  # type: ignore[method-assign]
+
+
+def dtls_transports(pc: RTCPeerConnection) -> list[Any]:
+    """The distinct DTLS transports of `pc` (one with BUNDLE)."""
+    found: list[Any] = []
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver.transport not in found:
+            found.append(transceiver.receiver.transport)
+    if pc.sctp is not None and pc.sctp.transport not in found:
+        found.append(pc.sctp.transport)
+    return found
+
+
+def settle_bundle_owner(pc: RTCPeerConnection, primary_mid: str) -> None:
+    """Makes the m-section with `primary_mid` the owner of the shared (max-bundle) transport.
+
+    NOTE: aiortc 1.16 marks the first-created object (transceiver or SCTP) as the owner; when that is
+    not the first m-section of our offer (a data channel created before any transceiver), applying the
+    answer "un-bundles" the other one and stops the transport they share. Trickled candidates are also
+    routed to the owner only, so the owner must be the BUNDLE group's first mid.
+    """
+    for transceiver in pc.getTransceivers():
+        transceiver._bundled = transceiver.mid != primary_mid
+    if pc.sctp is not None:
+        pc.sctp._bundled = pc.sctp.mid != primary_mid
+
+
+def hook_dtls(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> None:
+    """Routes decrypted RTP/RTCP bytes of `dtls` to our functions (called as `hook(data, ...)`)."""
+    dtls._handle_rtp_data = on_rtp
+    dtls._handle_rtcp_data = on_rtcp
+
+
+def _fast_protect(session: Any, rtcp: bool) -> Callable[[bytes | bytearray], bytes | None]:
+    """pylibsrtp's protect without its `bytes`-only check and per-call allocation (SRTP in place in
+    the session's own 1500-byte cffi buffer); returns None on a libsrtp error."""
+    cdata = session._cdata
+    buffer = session._buffer
+    srtp = session._srtp
+    length = _srtp_ffi.new("int *")
+    func = _srtp_lib.srtp_protect_rtcp if rtcp else _srtp_lib.srtp_protect
+    ok = _srtp_lib.srtp_err_status_ok
+    limit = len(cdata) - 148  # SRTP_MAX_SRTCP_TRAILER_LEN and then some
+
+    def protect(packet: bytes | bytearray) -> bytes | None:
+        n = len(packet)
+        if n > limit:
+            return None
+        buffer[0:n] = packet
+        length[0] = n
+        if func(srtp[0], cdata, length) != ok:
+            return None
+        out: bytes = buffer[0 : length[0]]
+        return out
+
+    return protect
+
+
+class SrtpSink:
+    """Sends RTP/RTCP on a DTLS transport: SRTP protect + `sendto` on the nominated pair, synchronous."""
+
+    __slots__ = (
+        "_addr",
+        "_dtls",
+        "_protect",
+        "_protect_rtcp",
+        "_sendto",
+        "connected",
+        "on_connected",
+        "send_failures",
+    )
+
+    def __init__(self, on_connected: Callable[[], None] | None = None) -> None:
+        self._dtls: Any = None
+        self._protect: Callable[[bytes | bytearray], bytes | None] = _refuse
+        self._protect_rtcp: Callable[[bytes | bytearray], bytes | None] = _refuse
+        self._sendto: Callable[[bytes, tuple[str, int]], None] | None = None
+        self._addr: tuple[str, int] = ("", 0)
+        self.connected = False
+        self.on_connected = on_connected
+        self.send_failures = 0
+
+    def attach(self, dtls: Any) -> None:
+        """Follows `dtls` state: binds when DTLS is connected (SRTP keys exist), unbinds when it ends."""
+        if dtls is self._dtls:
+            return
+        self.detach()
+        self._dtls = dtls
+        dtls.on("statechange", self._on_state)
+        self._on_state()
+
+    def detach(self) -> None:
+        if self._dtls is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._dtls.remove_listener("statechange", self._on_state)
+            self._dtls = None
+        self.connected = False
+
+    def _on_state(self) -> None:
+        dtls = self._dtls
+        if dtls is None:
+            return
+        if dtls.state != "connected":
+            self.connected = False
+            return
+        if self.connected:
+            return
+        pair = dtls.transport._connection._nominated.get(1)
+        if dtls._tx_srtp is None or pair is None or pair.protocol.transport is None:
+            return
+        self._protect = _fast_protect(dtls._tx_srtp, rtcp=False)
+        self._protect_rtcp = _fast_protect(dtls._tx_srtp, rtcp=True)
+        self._sendto = pair.protocol.transport.sendto
+        self._addr = pair.remote_addr
+        self.connected = True
+        log.debug("srtp sink bound to %s", self._addr)
+        if self.on_connected is not None:
+            self.on_connected()
+
+    def send_rtp(self, packet: bytearray) -> bool:
+        if not self.connected:
+            return False
+        data = self._protect(packet)
+        if data is None:
+            self.send_failures += 1
+            return False
+        self._sendto(data, self._addr)  # type: ignore[misc]
+        return True
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        if not self.connected:
+            return False
+        data = self._protect_rtcp(packet)
+        if data is None:
+            self.send_failures += 1
+            return False
+        self._sendto(data, self._addr)  # type: ignore[misc]
+        return True
+
+
+def add_sendonly_transceiver(
+    pc: RTCPeerConnection, kind: str, codec: str, fmtp: str
+) -> tuple[Any, int, int, int]:
+    """(transceiver, SSRC, payload type, RTX SSRC) for a subscriber m-section with the feed's codec only
+    (+ RFC 4588 RTX for video, which the answer may decline).
+
+    The payload type is aiortc's fixed one for that codec, so every subscriber gets the same PTs.
+    """
+    params = _fmtp_dict(fmtp)
+    candidates = [c for c in CODECS[kind] if c.mimeType.lower() == codec.lower()]
+    if not candidates:
+        raise ValueError(f"codec {codec} cannot be forwarded")
+    chosen = candidates[0]
+    if codec.lower() == "video/h264":
+        want = str(params.get("profile-level-id", "42e01f")).lower()
+        chosen = next((c for c in candidates if str(c.parameters.get("profile-level-id")) == want), chosen)
+    capability = next(
+        c
+        for c in RTCRtpSender.getCapabilities(kind).codecs
+        if c.mimeType.lower() == codec.lower() and c.parameters == chosen.parameters
+    )
+    preferences = [capability]
+    if kind == "video":
+        preferences += [
+            c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() == "video/rtx"
+        ]
+    transceiver = pc.addTransceiver(kind, direction="sendonly")
+    transceiver.setCodecPreferences(preferences)
+    transceiver.receiver.receive = _no_op  # type: ignore[method-assign]
+    transceiver.sender.send = _no_op  # type: ignore[method-assign]
+    assert chosen.payloadType is not None
+    return transceiver, transceiver.sender._ssrc, chosen.payloadType, transceiver.sender._rtx_ssrc
+
+
+def set_direction(transceiver: RTCRtpTransceiver, direction: str) -> None:
+    transceiver.direction = direction
+
+
+def transceiver_mid(transceiver: RTCRtpTransceiver) -> str | None:
+    mid: str | None = transceiver.mid
+    return mid
+
+
+async def add_ice_candidate(
+    pc: RTCPeerConnection, candidate: str, sdp_mid: str | None, index: int | None
+) -> None:
+    """A trickled remote candidate (`candidate:...` line); an empty line ends the candidates."""
+    if not candidate:
+        await pc.addIceCandidate(None)
+        return
+    parsed = candidate_from_sdp(candidate.removeprefix("a=").removeprefix("candidate:"))
+    parsed.sdpMid = sdp_mid
+    parsed.sdpMLineIndex = index
+    await pc.addIceCandidate(parsed)
+
+
+def _fmtp_dict(fmtp: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in fmtp.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key:
+            out[key] = value
+    return out
+
+
+def decoder_threads_running() -> list[str]:
+    """Names of aiortc decoder threads alive in this process (tests assert there are none)."""
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.endswith("-decoder")]

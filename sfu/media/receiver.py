@@ -1,0 +1,283 @@
+"""One receiver per published feed (SSRC): parse once, keep a ring, find losses, fan out to forwarders."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from sfu.media.counters import DropReason, new_drops
+from sfu.media.retransmit import RetransmitBuffer
+from sfu.media.rtp import (
+    HEADER,
+    KEY_FRAME_DETECTORS,
+    SEQ_MASK,
+    never_key_frame,
+    payload_bounds,
+    rewrite_extension_ids,
+)
+
+if TYPE_CHECKING:
+    from sfu.media.forwarder import Forwarder
+
+KEY_FRAME_INTERVAL_NS = 500_000_000  # at most one PLI per feed per 500 ms towards the publisher
+MAX_NACK_TRIES = 3
+MAX_MISSING = 256
+_HEADER_UNPACK = HEADER.unpack_from
+_TOO_SHORT = DropReason.TOO_SHORT
+_BAD_VERSION = DropReason.BAD_VERSION
+_UNKNOWN_PT = DropReason.UNKNOWN_PAYLOAD_TYPE
+_DUPLICATE = DropReason.DUPLICATE
+_MUTED = DropReason.MUTED
+
+
+class ReceiverListener(Protocol):
+    """The publisher transport: sends what a receiver asks for on its next RTCP flush."""
+
+    def on_receiver_feedback(self, receiver: Receiver, urgent: bool) -> None: ...
+
+
+class Receiver:
+    """Receives one feed from its publisher and hands each packet to a tuple of forwarders."""
+
+    __slots__ = (
+        "base_seq",
+        "clock_rate",
+        "codec",
+        "cycles",
+        "detect_key_frame",
+        "drops",
+        "expected_prior",
+        "ext_id_map",
+        "ext_identity",
+        "fmtp",
+        "forwarders",
+        "highest_seq",
+        "jitter_q4",
+        "key_frames",
+        "kind",
+        "last_key_frame_ns",
+        "last_pli_ns",
+        "last_transit",
+        "listener",
+        "mid",
+        "missing",
+        "muted",
+        "nacks_out",
+        "octets",
+        "packets",
+        "payload_type",
+        "pli_pending",
+        "plis_out",
+        "received_prior",
+        "repaired",
+        "ring",
+        "sr_arrival_ns",
+        "sr_ntp",
+        "sr_rtp_ts",
+        "ssrc",
+    )
+
+    def __init__(
+        self,
+        listener: ReceiverListener,
+        *,
+        mid: str,
+        kind: str,
+        codec: str,
+        clock_rate: int,
+        payload_type: int,
+        ssrc: int = 0,
+        ext_id_map: bytes = bytes(256),
+        ext_identity: bool = True,
+        ring_size: int = 1024,
+    ) -> None:
+        self.listener = listener
+        self.mid = mid
+        self.kind = kind
+        self.codec = codec
+        self.fmtp = ""  # the publisher's fmtp for its payload type (H.264 profile for subscribers)
+        self.clock_rate = clock_rate
+        self.payload_type = payload_type
+        self.ssrc = ssrc
+        self.ext_id_map = ext_id_map
+        self.ext_identity = ext_identity
+        self.detect_key_frame = KEY_FRAME_DETECTORS.get(codec.lower(), never_key_frame)
+        self.ring = RetransmitBuffer(ring_size if kind == "video" else 64)
+        self.forwarders: tuple[Forwarder, ...] = ()
+        self.muted = False
+        self.drops = new_drops()
+        self.packets = 0
+        self.octets = 0
+        self.key_frames = 0
+        self.repaired = 0
+        self.nacks_out = 0
+        self.plis_out = 0
+        self.highest_seq = -1
+        self.base_seq = 0
+        self.cycles = 0
+        self.jitter_q4 = 0
+        self.last_transit = 0
+        self.expected_prior = 0
+        self.received_prior = 0
+        self.missing: dict[int, int] = {}
+        self.last_key_frame_ns = 0
+        self.last_pli_ns = -KEY_FRAME_INTERVAL_NS
+        self.pli_pending = False
+        self.sr_ntp = 0
+        self.sr_rtp_ts = 0
+        self.sr_arrival_ns = 0
+
+    def on_rtp(self, data: bytes, now_ns: int) -> None:
+        """The per-packet function: one header parse, then every forwarder (STYLE.md section 6)."""
+        if len(data) < 12:
+            self.drops[_TOO_SHORT] += 1
+            return
+        b0, b1, seq, ts, _ssrc = _HEADER_UNPACK(data)
+        if b0 >> 6 != 2:
+            self.drops[_BAD_VERSION] += 1
+            return
+        if b1 & 0x7F != self.payload_type:
+            self.drops[_UNKNOWN_PT] += 1
+            return
+        start, end, profile, ext_end = payload_bounds(data, b0)
+        if start > end:
+            self.drops[_TOO_SHORT] += 1
+            return
+        # RFC 3550 appendix A.1 (sequence tracking) and A.8 (interarrival jitter).
+        highest = self.highest_seq
+        if highest < 0:
+            self.base_seq = seq
+            highest = self.highest_seq = (seq - 1) & SEQ_MASK
+        delta = (seq - highest) & SEQ_MASK
+        if delta == 0:
+            self.drops[_DUPLICATE] += 1
+            return
+        if delta < 0x8000:
+            if seq < highest:
+                self.cycles += 0x10000
+            self.highest_seq = seq
+            if delta > 1 and self.kind == "video":
+                self._on_gap(seq, delta)
+            transit = (now_ns * self.clock_rate // 1_000_000_000) - ts
+            d = transit - self.last_transit
+            if self.packets:
+                self.jitter_q4 += (d if d >= 0 else -d) - (self.jitter_q4 >> 4)
+            self.last_transit = transit
+        elif self.missing.pop(seq, None) is not None:
+            self.repaired += 1
+        elif self.ring.has(seq):
+            self.drops[_DUPLICATE] += 1
+            return
+        self.packets += 1
+        self.octets += len(data)
+        if profile and not self.ext_identity:
+            buf = bytearray(data)
+            rewrite_extension_ids(buf, 12 + ((b0 & 0x0F) << 2) + 4, ext_end, profile, self.ext_id_map)
+            data = bytes(buf)
+        key_frame = self.detect_key_frame(data, start, end)
+        if key_frame:
+            self.key_frames += 1
+            self.last_key_frame_ns = now_ns
+        self.ring.store(seq, data)
+        if self.muted:
+            self.drops[_MUTED] += 1
+            return
+        for forwarder in self.forwarders:
+            forwarder.forward(data, seq, ts, key_frame, now_ns)
+
+    def _on_gap(self, seq: int, delta: int) -> None:
+        """Remembers the sequence numbers skipped before `seq` so the next RTCP flush NACKs them."""
+        missing = self.missing
+        for i in range(min(delta - 1, MAX_MISSING), 0, -1):  # oldest first
+            missing[(seq - i) & SEQ_MASK] = 0
+        if len(missing) > MAX_MISSING:
+            for old in list(missing)[: len(missing) - MAX_MISSING]:
+                del missing[old]
+        self.listener.on_receiver_feedback(self, False)
+
+    def take_nacks(self) -> list[int]:
+        """Sequence numbers to NACK now (each at most MAX_NACK_TRIES times), RFC 4585 section 6.2.1."""
+        if not self.missing:
+            return []
+        out: list[int] = []
+        missing = self.missing
+        for seq, tries in list(missing.items()):
+            if tries >= MAX_NACK_TRIES or (self.highest_seq - seq) & SEQ_MASK >= self.ring.size:
+                del missing[seq]
+                continue
+            missing[seq] = tries + 1
+            out.append(seq)
+        if out:
+            self.nacks_out += 1
+        return out
+
+    def request_key_frame(self, now_ns: int, urgent: bool = False) -> None:
+        """Asks the publisher for a key frame, coalesced to one PLI per KEY_FRAME_INTERVAL_NS."""
+        if self.kind != "video" or self.pli_pending:
+            return
+        if not urgent and now_ns - self.last_pli_ns < KEY_FRAME_INTERVAL_NS:
+            return
+        self.pli_pending = True
+        self.listener.on_receiver_feedback(self, True)
+
+    def take_key_frame_request(self, now_ns: int) -> bool:
+        if not self.pli_pending:
+            return False
+        self.pli_pending = False
+        self.last_pli_ns = now_ns
+        self.plis_out += 1
+        return True
+
+    def on_sender_report(self, ntp: int, rtp_ts: int, now_ns: int) -> None:
+        """The publisher's NTP <-> RTP mapping (RFC 3550 6.4.1), translated per subscriber on send."""
+        self.sr_ntp = ntp
+        self.sr_rtp_ts = rtp_ts
+        self.sr_arrival_ns = now_ns
+
+    def report_block(self, now_ns: int) -> tuple[int, int, int, int, int, int, int]:
+        """(ssrc, fraction lost, cumulative lost, ext highest seq, jitter, LSR, DLSR): RFC 3550 6.4.1."""
+        ext_highest = self.cycles + self.highest_seq
+        expected = ext_highest - self.base_seq + 1
+        lost = max(0, expected - self.packets)
+        expected_interval = expected - self.expected_prior
+        received_interval = self.packets - self.received_prior
+        self.expected_prior = expected
+        self.received_prior = self.packets
+        lost_interval = expected_interval - received_interval
+        fraction = (
+            (lost_interval << 8) // expected_interval if expected_interval > 0 and lost_interval > 0 else 0
+        )
+        lsr = (self.sr_ntp >> 16) & 0xFFFFFFFF
+        dlsr = (now_ns - self.sr_arrival_ns) * 65536 // 1_000_000_000 if self.sr_ntp else 0
+        return (self.ssrc, min(fraction, 255), lost, ext_highest & 0xFFFFFFFF, self.jitter_q4 >> 4, lsr, dlsr)
+
+    def add_forwarder(self, forwarder: Forwarder) -> None:
+        if forwarder not in self.forwarders:
+            self.forwarders = (*self.forwarders, forwarder)
+
+    def remove_forwarder(self, forwarder: Forwarder) -> None:
+        self.forwarders = tuple(f for f in self.forwarders if f is not forwarder)
+
+    def set_muted(self, muted: bool) -> None:
+        """Muted feeds are received (ring, stats) but not forwarded; unmuting resyncs on a key frame."""
+        if muted == self.muted:
+            return
+        self.muted = muted
+        for forwarder in self.forwarders:
+            forwarder.stop()
+
+    def close(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.stop()
+        self.forwarders = ()
+        self.ring.clear()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "packets": self.packets,
+            "octets": self.octets,
+            "key_frames": self.key_frames,
+            "repaired": self.repaired,
+            "nacks_out": self.nacks_out,
+            "plis_out": self.plis_out,
+            "jitter": self.jitter_q4 >> 4,
+        }

@@ -1,0 +1,197 @@
+"""SDP text munging around aiortc's descriptions (RFC 8866 lines, RFC 8285 extmap, RFC 4588 rtx).
+
+aiortc writes the SDP; we adjust what it cannot express: one codec per published m-section (no RTX
+from publishers: plain retransmissions are simpler to route), every header extension the server
+forwards (aiortc only keeps the ones it parses itself), the server's fixed extension ids towards
+subscribers, per-feed msid, and Chrome's start bitrate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sfu.media.rtp import ROUTER_EXTENSION_IDS, SUBSCRIBER_EXTENSIONS
+
+START_BITRATE_KBPS = 1500
+
+
+@dataclass(slots=True)
+class MediaSection:
+    """What the packet path needs from one audio/video m-section."""
+
+    mid: str
+    kind: str
+    port: int
+    direction: str
+    payload_types: list[int]
+    rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)  # pt -> (mime, clock rate)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    extmap: dict[str, int] = field(default_factory=dict)  # uri -> id
+    ssrcs: list[int] = field(default_factory=list)
+    rids: list[str] = field(default_factory=list)
+
+    @property
+    def sending(self) -> bool:
+        """True if the offerer sends media in this section."""
+        return self.port != 0 and self.direction in ("sendonly", "sendrecv")
+
+
+def split(sdp: str) -> tuple[list[str], list[list[str]]]:
+    """(session lines, one list of lines per m-section)."""
+    session: list[str] = []
+    sections: list[list[str]] = []
+    for line in sdp.splitlines():
+        if not line:
+            continue
+        if line.startswith("m="):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            session.append(line)
+    return session, sections
+
+
+def join(session: list[str], sections: list[list[str]]) -> str:
+    return "\r\n".join([*session, *(line for lines in sections for line in lines)]) + "\r\n"
+
+
+def parse_section(lines: list[str]) -> MediaSection:
+    m = lines[0][2:].split()
+    kind, port = m[0], int(m[1])
+    pts = [int(x) for x in m[3:] if x.isdigit()]
+    section = MediaSection(mid="", kind=kind, port=port, direction="sendrecv", payload_types=pts)
+    fid: list[int] = []
+    for line in lines[1:]:
+        key, _, value = line[2:].partition(":")
+        if line in ("a=sendonly", "a=recvonly", "a=sendrecv", "a=inactive"):
+            section.direction = line[2:]
+        elif key == "mid":
+            section.mid = value.strip()
+        elif key == "rtpmap":
+            pt, _, desc = value.partition(" ")
+            name, _, rest = desc.partition("/")
+            clock = rest.split("/")[0]
+            section.rtpmap[int(pt)] = (f"{kind}/{name}", int(clock) if clock.isdigit() else 0)
+        elif key == "fmtp":
+            pt, _, params = value.partition(" ")
+            section.fmtp[int(pt)] = params
+        elif key == "extmap":
+            ext_id, _, uri = value.partition(" ")
+            section.extmap[uri.split()[0]] = int(ext_id.split("/")[0])
+        elif key == "ssrc":
+            ssrc = int(value.split()[0])
+            if ssrc not in section.ssrcs:
+                section.ssrcs.append(ssrc)
+        elif key == "ssrc-group" and value.startswith("FID"):
+            fid = [int(x) for x in value.split()[1:]]
+        elif key == "rid":
+            section.rids.append(value.split()[0])
+    if len(fid) == 2 and fid[1] in section.ssrcs:  # RFC 4588 FID: keep the media SSRC only
+        section.ssrcs.remove(fid[1])
+    return section
+
+
+def parse(sdp: str) -> list[MediaSection]:
+    return [parse_section(lines) for lines in split(sdp)[1]]
+
+
+def _is_rtx(section: MediaSection, pt: int) -> bool:
+    return section.rtpmap.get(pt, ("", 0))[0].lower().endswith("/rtx")
+
+
+def rtx_payload_type(section: MediaSection, payload_type: int) -> int:
+    """The RFC 4588 RTX payload type whose `apt` is `payload_type` in this section, or -1."""
+    for pt, params in section.fmtp.items():
+        if _is_rtx(section, pt) and f"apt={payload_type}" in params.replace(" ", "").split(";"):
+            return pt
+    return -1
+
+
+def _keep_payload_types(lines: list[str], keep: list[int]) -> list[str]:
+    m = lines[0].split()
+    out = [" ".join([*m[:3], *(str(pt) for pt in keep)])]
+    for line in lines[1:]:
+        key, _, value = line[2:].partition(":")
+        if key in ("rtpmap", "fmtp", "rtcp-fb"):
+            pt = value.split(" ", 1)[0]
+            if pt != "*" and int(pt) not in keep:
+                continue
+        out.append(line)
+    return out
+
+
+def _set_extmaps(lines: list[str], extmaps: list[tuple[int, str]]) -> list[str]:
+    out = [line for line in lines if not line.startswith("a=extmap:")]
+    at = next((i for i, line in enumerate(out) if line.startswith("a=rtpmap:")), len(out))
+    out[at:at] = [f"a=extmap:{ext_id} {uri}" for ext_id, uri in extmaps]
+    return out
+
+
+def _add_fmtp(lines: list[str], pt: int, param: str) -> list[str]:
+    for i, line in enumerate(lines):
+        if line.startswith(f"a=fmtp:{pt} "):
+            lines[i] = f"{line};{param}"
+            return lines
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"a=rtpmap:{pt} ")) + 1
+    lines.insert(at, f"a=fmtp:{pt} {param}")
+    return lines
+
+
+def munge_publisher_answer(answer: str, offer: str) -> tuple[str, dict[str, MediaSection]]:
+    """Keeps one codec per m-section and the offer's ids for every extension the server forwards.
+
+    Returns the answer to send and, per sending mid, the section as the packet path sees it: the one
+    payload type, the publisher's extension ids and the SSRCs announced in the offer.
+    """
+    offered = {s.mid: s for s in parse(offer)}
+    session, sections = split(answer)
+    media: dict[str, MediaSection] = {}
+    for index, lines in enumerate(sections):
+        section = parse_section(lines)
+        if section.kind not in ("audio", "video") or section.port == 0:
+            continue
+        codec_pts = [pt for pt in section.payload_types if not _is_rtx(section, pt)]
+        if not codec_pts:
+            continue
+        pt = codec_pts[0]
+        lines = _keep_payload_types(lines, [pt])
+        source = offered.get(section.mid)
+        ext = (
+            [] if source is None else [(i, u) for u, i in source.extmap.items() if u in ROUTER_EXTENSION_IDS]
+        )
+        lines = _set_extmaps(lines, sorted(ext))
+        if section.kind == "video":
+            lines = _add_fmtp(lines, pt, f"x-google-start-bitrate={START_BITRATE_KBPS}")
+        sections[index] = lines
+        if source is not None and source.sending:
+            kept = parse_section(lines)
+            kept.extmap = dict((u, i) for i, u in ext)
+            kept.ssrcs = source.ssrcs
+            kept.rids = source.rids
+            media[kept.mid] = kept
+    return join(session, sections), media
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedSlot:
+    """How the server describes one subscriber m-section."""
+
+    kind: str
+    stream_id: str
+    track_id: str
+
+
+def munge_subscriber_offer(offer: str, slots: dict[str, OfferedSlot]) -> str:
+    """Server-fixed extension ids (the same for every subscriber) and per-feed msid on our m-sections."""
+    session, sections = split(offer)
+    for index, lines in enumerate(sections):
+        section = parse_section(lines)
+        slot = slots.get(section.mid)
+        if slot is None:
+            continue
+        ext = [(ROUTER_EXTENSION_IDS[uri], uri) for uri in SUBSCRIBER_EXTENSIONS[slot.kind]]
+        lines = _set_extmaps(lines, ext)
+        lines = [f"a=msid:{slot.stream_id} {slot.track_id}" if x.startswith("a=msid:") else x for x in lines]
+        sections[index] = lines
+    return join(session, sections)

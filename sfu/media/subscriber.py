@@ -1,0 +1,190 @@
+"""The subscriber transport: the server offers, the client answers; one Forwarder per subscribed feed."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCSessionDescription
+
+from sfu.media import bridge
+from sfu.media.forwarder import Forwarder
+from sfu.media.receiver import Receiver
+from sfu.media.rtcp import Fir, Nack, Pli, Remb, build_sdes, build_sr, ntp_now, parse_compound
+from sfu.media.rtp import TS_MASK
+from sfu.media.sdp import OfferedSlot, munge_subscriber_offer, rtx_payload_type
+from sfu.media.sdp import parse as parse_sdp
+from sfu.media.transport import Transport
+
+_monotonic_ns = time.monotonic_ns
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    """One m-section: kept after `remove` (inactive) so a resubscribe continues the same SSRC/seq/ts."""
+
+    transceiver: Any
+    forwarder: Forwarder
+    tag: str
+    stream_id: str
+    active: bool = True
+    attached: bool = False
+
+
+class SubscriberTransport(Transport):
+    """Sends forwarded feeds to one participant. One negotiation at a time: add/remove, then
+    `create_offer()`, then `set_answer()`; forwarding to a new m-section starts once it is answered."""
+
+    def __init__(
+        self, ice_hosts: Sequence[str], on_closed: Callable[[Transport], None] | None = None
+    ) -> None:
+        super().__init__(ice_hosts, on_closed)
+        self._slots: list[_Slot] = []
+        self._slots_by_receiver: dict[Receiver, _Slot] = {}
+        self._forwarders_by_ssrc: dict[int, Forwarder] = {}
+        self.remb_bps = 0
+        self.cname = f"sfu-{self.rtcp_ssrc:08x}"
+
+    @property
+    def forwarders(self) -> list[Forwarder]:
+        return [s.forwarder for s in self._slots if s.active]
+
+    def add(self, receiver: Receiver, *, tag: str = "", stream_id: str = "") -> Forwarder:
+        """A forwarder for `receiver` (a resubscribe reuses the old one and its m-section)."""
+        slot = self._slots_by_receiver.get(receiver)
+        if slot is not None:
+            if not slot.active:
+                slot.active = True
+                slot.tag = tag or slot.tag
+                bridge.set_direction(slot.transceiver, "sendonly")
+            return slot.forwarder
+        transceiver, ssrc, payload_type, rtx_ssrc = bridge.add_sendonly_transceiver(
+            self._pc, receiver.kind, receiver.codec, receiver.fmtp
+        )
+        forwarder = Forwarder(
+            receiver,
+            self.sink,
+            mid="",
+            ssrc=ssrc,
+            payload_type=payload_type,
+            initial_seq=random.getrandbits(16),
+            initial_ts=random.getrandbits(32),
+        )
+        forwarder.rtx_ssrc = rtx_ssrc
+        slot = _Slot(transceiver, forwarder, tag, stream_id or f"sfu-{id(receiver):x}")
+        self._slots.append(slot)
+        self._slots_by_receiver[receiver] = slot
+        self._forwarders_by_ssrc[ssrc] = forwarder
+        return forwarder
+
+    def remove(self, forwarder: Forwarder) -> None:
+        """Stops forwarding now; the next offer marks the m-section inactive (state kept for resubscribe)."""
+        slot = self._slots_by_receiver.get(forwarder.receiver)
+        if slot is None or slot.forwarder is not forwarder or not slot.active:
+            return
+        slot.active = False
+        slot.attached = False
+        forwarder.receiver.remove_forwarder(forwarder)
+        forwarder.stop()
+        bridge.set_direction(slot.transceiver, "inactive")
+
+    async def create_offer(self) -> tuple[str, dict[str, str]]:
+        """The next offer and {mid: tag} of its active m-sections."""
+        offer = await self._pc.createOffer()
+        local_sdp = await self._set_local(offer)
+        mids = [section.mid for section in parse_sdp(local_sdp)]
+        if mids:
+            bridge.settle_bundle_owner(self._pc, mids[0])
+        offered: dict[str, OfferedSlot] = {}
+        tags: dict[str, str] = {}
+        for slot in self._slots:
+            mid = bridge.transceiver_mid(slot.transceiver)
+            if mid is None:
+                continue
+            slot.forwarder.mid = mid
+            track_id = slot.tag or f"{slot.stream_id}-{mid}"
+            offered[mid] = OfferedSlot(slot.forwarder.kind, slot.stream_id, track_id)
+            if slot.active:
+                tags[mid] = slot.tag
+        return munge_subscriber_offer(local_sdp, offered), tags
+
+    async def set_answer(self, answer_sdp: str) -> None:
+        """Applies the client's answer; newly answered forwarders start (on the next key frame)."""
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        bridge.disable_aiortc_media(self._pc)
+        self._hook()
+        sections = {s.mid: s for s in parse_sdp(answer_sdp)}
+        for slot in self._slots:
+            answered = sections.get(slot.forwarder.mid)
+            if answered is not None:
+                slot.forwarder.rtx_payload_type = rtx_payload_type(answered, slot.forwarder.payload_type)
+        now_ns = _monotonic_ns()
+        for slot in self._slots:
+            if slot.active and not slot.attached and slot.forwarder.mid:
+                slot.attached = True
+                slot.forwarder.receiver.add_forwarder(slot.forwarder)
+                slot.forwarder.receiver.request_key_frame(now_ns, urgent=True)
+
+    def _on_sink_connected(self) -> None:
+        now_ns = _monotonic_ns()
+        for slot in self._slots:
+            if slot.attached:
+                slot.forwarder.receiver.request_key_frame(now_ns, urgent=True)
+
+    def _on_rtcp_data(self, data: bytes) -> bridge._Done:
+        """Subscriber feedback: NACKs answered from the ring, PLI/FIR coalesced to the publisher."""
+        self.rtcp_packets_in += 1
+        now_ns = _monotonic_ns()
+        by_ssrc = self._forwarders_by_ssrc
+        for packet in parse_compound(data):
+            if isinstance(packet, Nack):
+                forwarder = by_ssrc.get(packet.media_ssrc)
+                if forwarder is not None and forwarder.started:
+                    forwarder.retransmit(packet.seqs)
+            elif isinstance(packet, Pli):
+                forwarder = by_ssrc.get(packet.media_ssrc)
+                if forwarder is not None:
+                    forwarder.on_key_frame_request(now_ns)
+            elif isinstance(packet, Fir):
+                for ssrc, _seq_nr in packet.entries:
+                    forwarder = by_ssrc.get(ssrc)
+                    if forwarder is not None:
+                        forwarder.on_key_frame_request(now_ns)
+            elif isinstance(packet, Remb) and packet.bitrate_bps:
+                self.remb_bps = packet.bitrate_bps
+        return bridge.DONE
+
+    def _flush(self, report: bool) -> None:
+        """Once a second: an SR per started forwarder in its own timestamp space, plus SDES."""
+        if not report:
+            return
+        now_ns = _monotonic_ns()
+        wall = time.time()
+        parts: list[bytes] = []
+        for slot in self._slots:
+            f = slot.forwarder
+            if not slot.active or not f.started:
+                continue
+            r = f.receiver
+            if r.sr_ntp:  # RFC 3550 6.4.1: the publisher's NTP<->RTP pair, moved to now and to our ts space
+                elapsed_ns = now_ns - r.sr_arrival_ns
+                ntp = r.sr_ntp + elapsed_ns * 4294967296 // 1_000_000_000
+                rtp_ts = r.sr_rtp_ts + elapsed_ns * r.clock_rate // 1_000_000_000 + f.ts_off
+            else:
+                ntp = ntp_now(wall)
+                rtp_ts = f.last_ts_out + (now_ns - f.last_out_ns) * f.clock_rate // 1_000_000_000
+            parts.append(build_sr(f.ssrc, ntp & 0xFFFFFFFFFFFFFFFF, rtp_ts & TS_MASK, f.packets, f.octets))
+        if parts:
+            parts.append(build_sdes(self.rtcp_ssrc, self.cname))
+            self._send_rtcp(parts)
+
+    def _close_media(self) -> None:
+        for slot in self._slots:
+            slot.forwarder.receiver.remove_forwarder(slot.forwarder)
+            slot.forwarder.stop()
+        self._slots.clear()
+        self._slots_by_receiver.clear()
+        self._forwarders_by_ssrc.clear()

@@ -1,0 +1,1 @@
+"""Sessions and their participants, feeds and data pipelines; no aiohttp in here."""

@@ -1,0 +1,73 @@
+"""All live sessions of the process, keyed by (cid, sid): created on first join, dropped when they end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sfu.auth.identity import Identity
+from sfu.config import Config
+from sfu.errors import Conflict
+from sfu.session.participant import Connection
+from sfu.session.resume import ResumeTokens
+from sfu.session.session import JoinResult, Session, SessionClosed, Webhooks
+from sfu.store.base import Store
+
+log = logging.getLogger("sfu.session")
+
+
+class Registry:
+    def __init__(self, config: Config, store: Store, webhooks: Webhooks, media: Any) -> None:
+        self.config = config
+        self.store = store
+        self.webhooks = webhooks
+        self.media = media  # sfu.media.engine.MediaEngine, for the media glue
+        self.resume_tokens = ResumeTokens()
+        self.sessions_by_key: dict[tuple[str, str], Session] = {}
+        self.on_session_created: list[Callable[[Session], None]] = []
+        """Called with each new session, e.g. by the media glue to add a SessionObserver."""
+        self.closed = False
+
+    def get(self, cid: str, sid: str) -> Session | None:
+        return self.sessions_by_key.get((cid, sid))
+
+    def list(self, cid: str) -> list[Session]:
+        return [s for (owner, _), s in sorted(self.sessions_by_key.items()) if owner == cid]
+
+    async def join(self, identity: Identity, connection: Connection, *, resume: str | None = None,
+                   auto_subscribe: bool = True,
+                   sdk: dict[str, Any] | None = None) -> tuple[Session, JoinResult]:
+        """Joins the identity's session, creating it on first join."""
+        while True:
+            if self.closed:
+                raise Conflict("server is shutting down")
+            session = self._get_or_create(identity.cid, identity.sid)
+            try:
+                result = await session.join(identity, connection, resume=resume,
+                                            auto_subscribe=auto_subscribe, sdk=sdk)
+            except SessionClosed:
+                continue
+            return session, result
+
+    def _get_or_create(self, cid: str, sid: str) -> Session:
+        session = self.sessions_by_key.get((cid, sid))
+        if session is None:
+            session = Session(self.config, self.store, self.webhooks, self, self.resume_tokens, cid, sid)
+            self.sessions_by_key[(cid, sid)] = session
+            for callback in self.on_session_created:
+                callback(session)
+            self.webhooks.emit(cid, "session_started", {"sid": sid})
+            log.info("session started", extra={"cid": cid, "sid": sid})
+        return session
+
+    def on_session_closed(self, session: Session) -> None:
+        if self.sessions_by_key.get((session.cid, session.sid)) is session:
+            del self.sessions_by_key[(session.cid, session.sid)]
+        log.info("session ended", extra={"cid": session.cid, "sid": session.sid})
+
+    async def close(self) -> None:
+        """Ends every session; idempotent."""
+        self.closed = True
+        for session in list(self.sessions_by_key.values()):
+            await session.close()

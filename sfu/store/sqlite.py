@@ -1,0 +1,393 @@
+"""The embedded store: one SQLite file in WAL mode, short transactions run directly on the event loop.
+
+Secrets are protected by `master.key`, 32 random bytes kept next to (never inside) the database: HS256
+secrets are encrypted with it (AES-GCM, the key_id as associated data), web-only key values are stored
+only as an HMAC, and every key row carries a MAC over what decides access (type, algorithm, origins,
+grants, limits, public key, revoked). A copied or edited database file alone therefore neither yields a
+usable secret nor lets anyone widen a key; a row whose MAC fails is treated as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from sfu.auth.identity import Grants
+from sfu.auth.keys import normalize_origin_patterns
+from sfu.errors import BadRequest, Conflict, NotFound
+from sfu.store.base import ClientRecord, KeyAlgorithm, KeyRecord, StoredMessage, WebhookRecord
+from sfu.store.schema import migrate
+
+log = logging.getLogger("sfu.store")
+
+HISTORY_PER_PIPELINE = 1000
+MAX_PAGE = 1000
+MASTER_KEY_BYTES = 32
+ALGORITHMS: tuple[KeyAlgorithm, ...] = ("HS256", "ES256", "EdDSA")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def load_master_key(data_dir: Path, *, create: bool) -> bytes:
+    """Reads `master.key`, creating it (mode 0600, 32 random bytes) only along with a new database."""
+    path = data_dir / "master.key"
+    if not create and not path.exists():
+        raise RuntimeError(f"{path} is missing: the keys in {data_dir / 'sfu.db'} cannot be used without it")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_master_key(path)
+    key = secrets.token_bytes(MASTER_KEY_BYTES)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def _read_master_key(path: Path) -> bytes:
+    os.chmod(path, 0o600)
+    key = path.read_bytes()
+    if len(key) != MASTER_KEY_BYTES:
+        raise RuntimeError(f"{path} is corrupt: expected {MASTER_KEY_BYTES} bytes, found {len(key)}")
+    return key
+
+
+def check_public_key(algorithm: KeyAlgorithm, pem: str) -> str:
+    """The PEM if it is a public key usable with `algorithm`, else BadRequest."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        raise BadRequest("public key is not a PEM public key") from None
+    if algorithm == "ES256" and isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        return pem
+    if algorithm == "EdDSA" and isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return pem
+    raise BadRequest(f"public key does not fit algorithm {algorithm}")
+
+
+class SqliteStore:
+    """The `Store` of sfu/store/base.py on SQLite; one connection, autocommit plus explicit BEGIN."""
+
+    def __init__(self, data_dir: Path, *, retention_days: float = 7.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.retention_ms = int(retention_days * 86_400_000)
+        self._db: sqlite3.Connection | None = None
+        self._master = b""
+
+    # lifecycle
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        db_path = self.data_dir / "sfu.db"
+        is_new = not db_path.exists() or db_path.stat().st_size == 0
+        self._master = load_master_key(self.data_dir, create=is_new)
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives -wal/-shm the same mode
+        os.chmod(db_path, 0o600)
+        db = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NOTE: NORMAL survives a process crash (seq never repeats); an OS crash may lose recent commits.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    # clients
+
+    async def create_client(self, name: str) -> ClientRecord:
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise BadRequest("client name must be 1-200 characters")
+        record = ClientRecord(new_id("c"), name, time.time())
+        try:
+            self.db.execute("INSERT INTO clients VALUES (?, ?, ?)", (record.cid, name, record.created_at))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"a client named {name!r} already exists") from None
+        return record
+
+    async def get_client(self, cid: str) -> ClientRecord | None:
+        row = self.db.execute("SELECT cid, name, created_at FROM clients WHERE cid = ?", (cid,)).fetchone()
+        return ClientRecord(*row) if row else None
+
+    async def find_client_by_name(self, name: str) -> ClientRecord | None:
+        row = self.db.execute("SELECT cid, name, created_at FROM clients WHERE name = ?", (name,)).fetchone()
+        return ClientRecord(*row) if row else None
+
+    async def list_clients(self) -> list[ClientRecord]:
+        rows = self.db.execute("SELECT cid, name, created_at FROM clients ORDER BY created_at, cid")
+        return [ClientRecord(*row) for row in rows]
+
+    # keys
+
+    async def create_secret_key(
+        self, cid: str, algorithm: KeyAlgorithm = "HS256", public_key: str | None = None
+    ) -> tuple[KeyRecord, str | None]:
+        if algorithm not in ALGORITHMS:
+            raise BadRequest(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+        await self._require_client(cid)
+        key_id = new_id("k")
+        secret: str | None = None
+        secret_enc: bytes | None = None
+        if algorithm == "HS256":
+            if public_key is not None:
+                raise BadRequest("an HS256 key has no public key")
+            secret = "sk_" + secrets.token_urlsafe(32)
+            nonce = secrets.token_bytes(12)
+            secret_enc = nonce + AESGCM(self._master).encrypt(nonce, secret.encode(), key_id.encode())
+        elif public_key is None:
+            raise BadRequest(f"an {algorithm} key needs a public key (PEM)")
+        else:
+            public_key = check_public_key(algorithm, public_key)
+        record = KeyRecord(key_id, cid, "secret", algorithm, public_key=public_key, created_at=time.time())
+        self._insert_key(record, secret_enc=secret_enc, value_hash=None)
+        return record, secret
+
+    async def create_web_key(
+        self, cid: str, origins: tuple[str, ...], grants: Grants, max_participants: int | None = None
+    ) -> tuple[KeyRecord, str]:
+        if grants.admin:
+            raise BadRequest("a web-only key cannot grant admin")
+        if max_participants is not None and (type(max_participants) is not int or max_participants < 1):
+            raise BadRequest("max_participants must be a positive integer")
+        origins = normalize_origin_patterns(origins)
+        await self._require_client(cid)
+        value = "wk_" + secrets.token_urlsafe(24)
+        record = KeyRecord(new_id("k"), cid, "web_only", "HS256", origins, grants, max_participants,
+                           created_at=time.time())
+        self._insert_key(record, secret_enc=None, value_hash=self._value_hash(value))
+        return record, value
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        row = self.db.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,)).fetchone()
+        return self._key_from_row(row) if row else None
+
+    async def key_secret(self, key_id: str) -> bytes | None:
+        row = self.db.execute(
+            f"SELECT {_KEY_COLUMNS}, secret_enc FROM keys WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        record = self._key_from_row(row[:-1])
+        if record is None or record.revoked or record.algorithm != "HS256" or record.type != "secret":
+            return None
+        blob: bytes = row[-1]
+        try:
+            return AESGCM(self._master).decrypt(blob[:12], blob[12:], key_id.encode())
+        except (InvalidTag, ValueError):
+            log.warning("secret of key %s does not decrypt with master.key; treated as invalid", key_id)
+            return None
+
+    async def find_web_key(self, key_value: str) -> KeyRecord | None:
+        row = self.db.execute(
+            f"SELECT {_KEY_COLUMNS} FROM keys WHERE value_hash = ? AND type = 'web_only'",
+            (self._value_hash(key_value),),
+        ).fetchone()
+        return self._key_from_row(row) if row else None
+
+    async def list_keys(self, cid: str) -> list[KeyRecord]:
+        rows = self.db.execute(
+            f"SELECT {_KEY_COLUMNS} FROM keys WHERE cid = ? ORDER BY created_at, key_id", (cid,)
+        ).fetchall()
+        return [record for row in rows if (record := self._key_from_row(row)) is not None]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        record = await self.get_key(key_id)
+        if record is None or record.revoked:
+            return False
+        mac = self._key_mac(replace(record, revoked=True))
+        self.db.execute("UPDATE keys SET revoked = 1, mac = ? WHERE key_id = ?", (mac, key_id))
+        return True
+
+    # data pipelines
+
+    async def next_seq(self, cid: str, session: str, pipeline: str) -> int:
+        row = self.db.execute(
+            "INSERT INTO seqs VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET last_seq = last_seq + 1"
+            " RETURNING last_seq",
+            (cid, session, pipeline),
+        ).fetchone()
+        return int(row[0])
+
+    async def append_message(self, cid: str, session: str, message: StoredMessage) -> None:
+        to = orjson.dumps(list(message.to)).decode() if message.to is not None else None
+        group = (cid, session, message.pipeline)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*group, message.seq, message.from_uid, message.ts_ms, orjson.dumps(message.data), to),
+            )
+            db.execute(
+                "DELETE FROM messages WHERE cid = ? AND session = ? AND pipeline = ? AND seq <= ("
+                " SELECT seq FROM messages WHERE cid = ? AND session = ? AND pipeline = ?"
+                " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (*group, *group, HISTORY_PER_PIPELINE),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def list_messages(
+        self,
+        cid: str,
+        session: str,
+        pipeline: str,
+        *,
+        for_uid: str,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        limit = max(1, min(int(limit), MAX_PAGE))
+        sql = (
+            "SELECT seq, from_uid, pipeline, ts_ms, data, to_uids FROM messages"
+            " WHERE cid = ? AND session = ? AND pipeline = ?"
+            " AND (to_uids IS NULL OR from_uid = ?"
+            " OR EXISTS (SELECT 1 FROM json_each(to_uids) WHERE value = ?))"
+        )
+        params: list[Any] = [cid, session, pipeline, for_uid, for_uid]
+        if before is not None:
+            sql += " AND seq < ?"
+            params.append(before)
+        if after is not None:
+            sql += " AND seq > ?"
+            params.append(after)
+        # `after` reads forward from a point (what was missed); otherwise the newest page before `before`.
+        sql += " ORDER BY seq ASC LIMIT ?" if after is not None else " ORDER BY seq DESC LIMIT ?"
+        params.append(limit)
+        rows = self.db.execute(sql, params).fetchall()
+        if after is None:
+            rows.reverse()
+        return [
+            StoredMessage(seq, from_uid, pipe, ts_ms, orjson.loads(data),
+                          tuple(orjson.loads(to)) if to is not None else None)
+            for seq, from_uid, pipe, ts_ms, data, to in rows
+        ]
+
+    async def list_pipelines(self, cid: str, session: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT DISTINCT pipeline FROM messages WHERE cid = ? AND session = ? ORDER BY pipeline",
+            (cid, session),
+        )
+        return [row[0] for row in rows]
+
+    async def prune_messages(self, now_ms: int) -> int:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cutoff = now_ms - self.retention_ms
+            expired = db.execute("DELETE FROM messages WHERE ts_ms < ?", (cutoff,)).rowcount
+            excess = db.execute(
+                "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM (SELECT rowid, ROW_NUMBER()"
+                " OVER (PARTITION BY cid, session, pipeline ORDER BY seq DESC) AS rank FROM messages)"
+                " WHERE rank > ?)",
+                (HISTORY_PER_PIPELINE,),
+            ).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return int(expired + excess)
+
+    # webhooks
+
+    async def add_webhook(self, cid: str, url: str, key_id: str) -> WebhookRecord:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
+            raise BadRequest("webhook url must be an http:// or https:// url")
+        key = await self.get_key(key_id)
+        if key is None or key.cid != cid or key.type != "secret" or key.algorithm != "HS256" or key.revoked:
+            raise BadRequest("webhook key must be a live HS256 secret key of the same client")
+        record = WebhookRecord(new_id("wh"), cid, url, key_id, time.time())
+        self.db.execute("INSERT INTO webhooks VALUES (?, ?, ?, ?, ?)",
+                        (record.webhook_id, cid, url, key_id, record.created_at))
+        return record
+
+    async def list_webhooks(self, cid: str) -> list[WebhookRecord]:
+        rows = self.db.execute(
+            "SELECT webhook_id, cid, url, key_id, created_at FROM webhooks WHERE cid = ?"
+            " ORDER BY created_at, webhook_id",
+            (cid,),
+        )
+        return [WebhookRecord(*row) for row in rows]
+
+    async def delete_webhook(self, cid: str, webhook_id: str) -> bool:
+        cursor = self.db.execute("DELETE FROM webhooks WHERE cid = ? AND webhook_id = ?", (cid, webhook_id))
+        return cursor.rowcount > 0
+
+    # internals
+
+    async def _require_client(self, cid: str) -> None:
+        if await self.get_client(cid) is None:
+            raise NotFound(f"client {cid!r} not found")
+
+    def _value_hash(self, value: str) -> bytes:
+        return hmac.new(self._master, b"web-key\0" + value.encode(), hashlib.sha256).digest()
+
+    def _key_mac(self, record: KeyRecord) -> bytes:
+        signed = [record.key_id, record.cid, record.type, record.algorithm, list(record.origins),
+                  record.grants.to_wire(), record.max_participants, record.public_key, record.revoked]
+        return hmac.new(self._master, b"key-row\0" + orjson.dumps(signed), hashlib.sha256).digest()
+
+    def _insert_key(self, record: KeyRecord, *, secret_enc: bytes | None, value_hash: bytes | None) -> None:
+        self.db.execute(
+            f"INSERT INTO keys ({_KEY_COLUMNS}, secret_enc, value_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.key_id, record.cid, record.type, record.algorithm,
+             orjson.dumps(list(record.origins)).decode(), orjson.dumps(record.grants.to_wire()).decode(),
+             record.max_participants, record.public_key, int(record.revoked), record.created_at,
+             self._key_mac(record), secret_enc, value_hash),
+        )
+
+    def _key_from_row(self, row: tuple[Any, ...]) -> KeyRecord | None:
+        """The record if its MAC verifies under master.key; a tampered row is logged and ignored."""
+        key_id, cid, type_, algorithm, origins, grants, max_parts, public_key, revoked, created, mac = row
+        try:
+            record = KeyRecord(key_id, cid, type_, algorithm, tuple(orjson.loads(origins)),
+                               Grants.from_wire(orjson.loads(grants)), max_parts, public_key,
+                               bool(revoked), created)
+            valid = hmac.compare_digest(self._key_mac(record), mac)
+        except (ValueError, TypeError, BadRequest):
+            valid = False
+        if not valid:
+            log.warning("key %s fails its integrity check (edited outside the server?), ignored", key_id)
+            return None
+        return record
+
+
+_KEY_COLUMNS = (
+    "key_id, cid, type, algorithm, origins, grants, max_participants, public_key, revoked, created_at, mac"
+)

@@ -1,0 +1,97 @@
+"""Fails loudly when an aiortc/aioice/pylibsrtp upgrade moves what `sfu/media/bridge.py` relies on."""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+import aioice.ice
+import pylibsrtp
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import CODECS, HEADER_EXTENSIONS
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcicetransport import RTCIceGatherer
+from pylibsrtp import _binding
+
+from sfu.media import bridge
+from sfu.media.rtp import ROUTER_EXTENSION_IDS
+
+
+def test_versions_are_the_pinned_ones() -> None:
+    assert version("aiortc") == "1.16.0"
+    assert version("aioice") == "0.13.0"
+    assert version("pylibsrtp") == "1.0.0"
+
+
+def test_dtls_transport_looks_up_packet_handlers_on_the_instance() -> None:
+    source = inspect.getsource(RTCDtlsTransport._recv_next)
+    assert "await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)" in source
+    assert "await self._handle_rtcp_data(data)" in source
+    assert "self._rx_srtp.unprotect(data)" in source
+    init = inspect.getsource(RTCDtlsTransport.__init__)
+    assert "self._tx_srtp" in init and "self._transport = transport" in init
+
+
+def test_connect_starts_receivers_and_senders_through_instance_methods() -> None:
+    source = inspect.getsource(RTCPeerConnection)
+    assert "await transceiver.sender.send(self.__localRtp(transceiver))" in source
+    assert "await transceiver.receiver.receive(" in source
+    assert "threading.Thread" in inspect.getsource(RTCRtpReceiver.receive)
+    assert "_run_rtp" in inspect.getsource(RTCRtpSender.send)
+
+
+def test_aioice_gathers_hosts_through_the_module_function() -> None:
+    assert "get_host_addresses(" in inspect.getsource(aioice.ice.Connection.gather_candidates)
+    connection = aioice.ice.Connection(ice_controlling=True)
+    assert connection._nominated == {}
+    assert "self.protocol = protocol" in inspect.getsource(aioice.ice.CandidatePair.__init__)
+    assert "remote_addr" in dir(aioice.ice.CandidatePair)
+    assert "transport" in aioice.ice.StunProtocol.__annotations__
+
+
+async def test_ice_host_scope_replaces_gathered_addresses() -> None:
+    with bridge.ice_hosts_scope(["127.0.0.1", "::1"]):
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1", "::1"]
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(True, False)
+
+
+async def test_peer_connection_has_no_default_stun_server() -> None:
+    pc = bridge.new_peer_connection()
+    pc.addTransceiver("audio")
+    transceiver = pc.getTransceivers()[0]
+    assert transceiver.receiver.transport.transport.iceGatherer._connection.stun_server is None
+    assert RTCIceGatherer.getDefaultIceServers()  # what we must keep out
+    await pc.close()
+
+
+def test_srtp_session_internals_used_by_fast_protect() -> None:
+    session = pylibsrtp.Session()
+    assert len(session._cdata) == 1500
+    assert session._buffer is not None and session._srtp is not None
+    assert hasattr(_binding.lib, "srtp_protect") and hasattr(_binding.lib, "srtp_protect_rtcp")
+
+
+async def test_sendonly_transceiver_gives_sender_ssrc_and_fixed_payload_types() -> None:
+    pc = bridge.new_peer_connection()
+    transceiver, ssrc, pt, rtx_ssrc = bridge.add_sendonly_transceiver(pc, "video", "video/VP8", "")
+    assert ssrc == transceiver.sender._ssrc and pt == 97 and rtx_ssrc == transceiver.sender._rtx_ssrc
+    _, _, h264_pt, _ = bridge.add_sendonly_transceiver(pc, "video", "video/H264", "profile-level-id=42e01f")
+    assert h264_pt == 101
+    await pc.close()
+    pts = {c.mimeType: c.payloadType for c in CODECS["audio"] + CODECS["video"] if c.mimeType != "video/rtx"}
+    assert pts["audio/opus"] == 96 and pts["video/VP8"] == 97
+
+
+@pytest.mark.parametrize("kind", ["audio", "video"])
+def test_aiortc_extension_ids_match_the_router_ids(kind: str) -> None:
+    for ext in HEADER_EXTENSIONS[kind]:
+        assert ROUTER_EXTENSION_IDS[ext.uri] == ext.id
+
+
+def test_bundle_ownership_is_decided_by_the_private_bundled_flags() -> None:
+    source = inspect.getsource(RTCPeerConnection.setRemoteDescription)
+    assert "if transceiver.mid in slaveMids and not transceiver._bundled:" in source
+    assert "and not self.__sctp._bundled" in source
+    assert "and not transceiver._bundled" in inspect.getsource(RTCPeerConnection.addIceCandidate)
