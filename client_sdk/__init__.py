@@ -9,6 +9,7 @@ async with await client_sdk.connect("http://127.0.0.1:7880", token=token) as ses
 It speaks PROTOCOL.md over aiohttp and aiortc and never imports the server package.
 """
 
+from client_sdk import admin, tokens
 from client_sdk.errors import (
     BadRequest,
     Conflict,
@@ -91,5 +92,7 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "UnknownEvent",
+    "admin",
     "connect",
+    "tokens",
 ]

@@ -14,7 +14,7 @@ from client_sdk.wire import JsonObject
 
 
 class AdminClient:
-    """`async with AdminClient(url, create_admin_token(key_id, secret)) as admin: await admin.list_sessions()`."""
+    """`async with AdminClient(url, create_admin_token(key_id, secret)) as admin: ...`; one HTTP pool."""
 
     def __init__(self, url: str, token: str, *, timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
@@ -78,7 +78,12 @@ class AdminClient:
         return await self._call("POST", f"/v1/sessions/{_q(sid)}/feeds/{_q(feed_id)}/mute", {"muted": muted})
 
     async def send_message(
-        self, sid: str, data: Any, *, to: Sequence[str] | None = None, pipeline: str | None = None,
+        self,
+        sid: str,
+        data: Any,
+        *,
+        to: Sequence[str] | None = None,
+        pipeline: str | None = None,
         persist: bool = False,
     ) -> Any:
         body: JsonObject = {"data": data, "persist": persist}
@@ -112,7 +117,11 @@ class AdminClient:
     # -- keys and webhooks --------------------------------------------------------------------------------
 
     async def create_key(
-        self, type: str = "secret", *, origins: Sequence[str] | None = None, grants: JsonObject | None = None,
+        self,
+        type: str = "secret",
+        *,
+        origins: Sequence[str] | None = None,
+        grants: JsonObject | None = None,
         max_participants: int | None = None,
     ) -> Any:
         """A new key; its secret (or `wk_...` value) is in the reply, shown this once."""
@@ -163,6 +172,13 @@ def _error(status: int, raw: bytes) -> SfuError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         return error_from_wire(error.get("code"), error.get("message"))
-    by_status = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
-                 413: "too_large", 429: "rate_limited"}
+    by_status = {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        409: "conflict",
+        413: "too_large",
+        429: "rate_limited",
+    }
     return error_from_wire(by_status.get(status, "internal"), f"http {status}")

@@ -140,9 +140,24 @@ def _speakers(body: JsonObject) -> ActiveSpeakers:
     return ActiveSpeakers(tuple(speakers))
 
 
+def _feed_event(kind: str, body: JsonObject) -> Event | None:
+    match kind:
+        case "feed_published":
+            return FeedPublished(Feed.from_wire(body.get("feed")))
+        case "feed_unpublished":
+            return FeedUnpublished(_str(body, "feed_id"))
+        case "feed_updated":
+            return FeedUpdated(Feed.from_wire(body.get("feed")))
+        case "layer_changed":
+            return LayerChanged(_str(body, "feed_id"), _opt_str(body, "rid"), _opt_str(body, "reason"))
+        case "layers_wanted":
+            return LayersWanted(_str(body, "feed_id"), tuple(str(r) for r in _list(body, "rids")))
+    return None
+
+
 def parse_event(body: JsonObject) -> Event:
     """The event for a server message without `re`; raises BadRequest on a malformed known type."""
-    kind = body.get("type")
+    kind = str(body.get("type"))
     match kind:
         case "participant_joined":
             return ParticipantJoined(Participant.from_wire(body.get("participant")))
@@ -150,27 +165,17 @@ def parse_event(body: JsonObject) -> Event:
             return ParticipantLeft(_str(body, "uid"), _opt_str(body, "reason"))
         case "participant_updated":
             return ParticipantUpdated(Participant.from_wire(body.get("participant")))
-        case "feed_published":
-            return FeedPublished(Feed.from_wire(body.get("feed")))
-        case "feed_unpublished":
-            return FeedUnpublished(_str(body, "feed_id"))
-        case "feed_updated":
-            return FeedUpdated(Feed.from_wire(body.get("feed")))
         case "active_speakers":
             return _speakers(body)
         case "message":
             return Message.from_wire(body)
         case "recording":
             return Recording(_str(body, "state"), _opt_str(body, "recording_id"))
-        case "layer_changed":
-            return LayerChanged(_str(body, "feed_id"), _opt_str(body, "rid"), _opt_str(body, "reason"))
-        case "layers_wanted":
-            return LayersWanted(_str(body, "feed_id"), tuple(str(r) for r in _list(body, "rids")))
         case "closed":
             code = body.get("code")
             return Closed(_str(body, "reason", "closed"), code if isinstance(code, int) else None)
-        case _:
-            return UnknownEvent(str(kind), body)
+    event = _feed_event(kind, body)
+    return event if event is not None else UnknownEvent(kind, body)
 
 
 def decode_data_message(raw: bytes, reliable: bool) -> DataReceived | None:
@@ -205,5 +210,3 @@ def encode_data_message(payload: bytes, topic: str | None = None, to: list[str] 
         header["topic"] = topic
     encoded = orjson.dumps(header)
     return len(encoded).to_bytes(2, "big") + encoded + payload
-
-

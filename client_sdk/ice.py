@@ -15,9 +15,10 @@ import contextvars
 import ipaddress
 import socket
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from client_sdk.wire import IceServer
@@ -84,3 +85,33 @@ def rtc_configuration(servers: Sequence[IceServer]) -> RTCConfiguration:
         RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in servers
     ]
     return RTCConfiguration(iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
+async def _consent_not_started() -> None:
+    return None
+
+
+def _aioice_connections(pc: RTCPeerConnection) -> list[Any]:
+    found: list[Any] = []
+    dtls_transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        dtls_transports.append(pc.sctp.transport)
+    for dtls in dtls_transports:
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        if connection is not None and connection not in found:
+            found.append(connection)
+    return found
+
+
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """`pc.close()` without leaving a task behind.
+
+    NOTE: aioice 0.13.0 race: when `close()` comes while `Connection.connect()` is between the completed
+    check list and its `await self._check_list_state.get()`, `connect()` resumes after the close and
+    starts `self.query_consent()`, a task that then sleeps forever. `query_consent` is looked up on the
+    instance, so after closing we put a coroutine there that returns at once.
+    """
+    connections = _aioice_connections(pc)
+    await pc.close()
+    for connection in connections:
+        connection.query_consent = _consent_not_started

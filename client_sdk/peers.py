@@ -19,7 +19,7 @@ from aiortc.sdp import candidate_from_sdp
 from client_sdk.errors import BadRequest
 from client_sdk.events import DataReceived, decode_data_message
 from client_sdk.feeds import LocalFeed, RawFeed, RemoteFeed
-from client_sdk.ice import gather_on
+from client_sdk.ice import close_peer_connection, gather_on
 from client_sdk.rawtap import RtpTap, media_sections
 from client_sdk.wire import JsonObject
 
@@ -109,7 +109,7 @@ class PublisherPeer:
             await add_candidate(self.pc, body)
 
     async def close(self) -> None:
-        await self.pc.close()
+        await close_peer_connection(self.pc)
 
 
 class SubscriberPeer:
@@ -123,7 +123,7 @@ class SubscriberPeer:
         on_data: Callable[[DataReceived], None],
         make_remote: Callable[[str], RemoteFeed],
     ) -> None:
-        """`make_remote` builds the handle of a feed the server subscribed us to by itself (auto_subscribe)."""
+        """`make_remote` builds the handle of a feed the server subscribed us to (auto_subscribe)."""
         self.pc = RTCPeerConnection(configuration)
         self._hosts = tuple(hosts)
         self._send = send
@@ -189,8 +189,13 @@ class SubscriberPeer:
         answer = await self.pc.createAnswer()
         with gather_on(self._hosts):
             await self.pc.setLocalDescription(answer)
-        await self._send({"type": "answer", "negotiation": message.get("negotiation", 0),
-                          "sdp": self.pc.localDescription.sdp})
+        await self._send(
+            {
+                "type": "answer",
+                "negotiation": message.get("negotiation", 0),
+                "sdp": self.pc.localDescription.sdp,
+            }
+        )
         for feed_id in list(self._waiters_by_feed):
             remote = self.remotes_by_feed.get(feed_id)
             if remote is not None and remote._track is not None:
@@ -238,4 +243,4 @@ class SubscriberPeer:
                     future.cancel()
         for tap in self._taps_by_transport.values():
             tap.detach()
-        await self.pc.close()
+        await close_peer_connection(self.pc)

@@ -1,4 +1,4 @@
-"""Raw RTP for `subscribe(feed_id, decode=False)`: packets as the server sent them, no jitter buffer, no decoder.
+"""Raw RTP for `subscribe(feed_id, decode=False)`: packets as sent, no jitter buffer, no decoder.
 
 The ONE aiortc internal the SDK relies on (aiortc 1.16.0, checked by
 tests/unit/client_sdk/test_rawtap_contract.py): `RTCDtlsTransport._recv_next` calls
@@ -47,6 +47,7 @@ class RawSink:
         self.closed = True
         if self._queue.full():
             self._queue.get_nowait()
+            self.dropped += 1
         self._queue.put_nowait(None)
 
     async def packets(self) -> AsyncIterator[RtpPacket]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import time
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ def _backoff_s(attempt: int) -> float:
 class Session:
     """A participant: `await session.join()` (or `connect(...)`), then publish, subscribe, send, listen."""
 
-    def __init__(  # noqa: PLR0913 - every PROTOCOL.md join option is a keyword
+    def __init__(
         self,
         url: str,
         *,
@@ -70,7 +71,9 @@ class Session:
         if key is not None and (session is None or uid is None):
             raise ValueError("key= needs session= and uid=")
         self.url = url
-        self._credentials: JsonObject = {"token": token} if token else {"key": key, "session": session, "uid": uid}
+        self._credentials: JsonObject = (
+            {"token": token} if token else {"key": key, "session": session, "uid": uid}
+        )
         if name is not None:
             self._credentials["name"] = name
         self._origin = origin
@@ -181,8 +184,12 @@ class Session:
                 self._on_connection_closed(code)
 
         conn = await Connection.open(
-            self.url, on_message, on_closed, origin=self._origin,
-            request_timeout_s=self._request_timeout_s, ping_interval_s=self._ping_interval_s,
+            self.url,
+            on_message,
+            on_closed,
+            origin=self._origin,
+            request_timeout_s=self._request_timeout_s,
+            ping_interval_s=self._ping_interval_s,
         )
         fields: JsonObject = {**self._credentials, "auto_subscribe": self.auto_subscribe, "sdk": SDK_INFO}
         if resume is not None:
@@ -212,7 +219,10 @@ class Session:
 
     def _new_subscriber(self) -> SubscriberPeer:
         return SubscriberPeer(
-            rtc_configuration(self.ice_servers), self._gather_hosts, self._send, self._on_data,
+            rtc_configuration(self.ice_servers),
+            self._gather_hosts,
+            self._send,
+            self._on_data,
             lambda feed_id: RemoteFeed(self, feed_id, self.feeds_by_id.get(feed_id)),
         )
 
@@ -236,7 +246,7 @@ class Session:
         if self._conn is not None:
             await self._conn.send(message)
 
-    def _on_message(self, message: JsonObject) -> None:  # noqa: C901 - one flat switch on the type
+    def _on_message(self, message: JsonObject) -> None:
         kind = message.get("type")
         if kind in ("offer", "candidate"):
             if kind == "candidate" and message.get("transport") == "publisher":
@@ -306,7 +316,7 @@ class Session:
             try:
                 joined = await self._open_and_join(resume=resume)
                 break
-            except (OSError, ConnectionClosed, RequestTimeout, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, ConnectionClosed, RequestTimeout) as exc:
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 failure: SfuError | None = None
             except SfuError as exc:
@@ -335,7 +345,9 @@ class Session:
         for feed in feeds:
             feed.transceiver = None
         if feeds:
-            self._publisher = PublisherPeer(rtc_configuration(self.ice_servers), self._gather_hosts, self._request)
+            self._publisher = PublisherPeer(
+                rtc_configuration(self.ice_servers), self._gather_hosts, self._request
+            )
             await self._publisher.negotiate(feeds)
         for feed_id, decode in list(self._subscribed.items()):
             if feed_id in self.feeds_by_id:
@@ -345,7 +357,9 @@ class Session:
 
     # -- requests -----------------------------------------------------------------------------------------
 
-    async def publish(self, track: MediaStreamTrack, source: str | None = None, name: str | None = None) -> LocalFeed:
+    async def publish(
+        self, track: MediaStreamTrack, source: str | None = None, name: str | None = None
+    ) -> LocalFeed:
         """Publishes any aiortc track (a renegotiation if something is published already)."""
         feeds = await self.publish_many([(track, source, name)])
         return feeds[0]
@@ -360,13 +374,15 @@ class Session:
             self._check_publish_grant(chosen)
             feeds.append(LocalFeed(self, track, chosen, name))
         if self._publisher is None:
-            self._publisher = PublisherPeer(rtc_configuration(self.ice_servers), self._gather_hosts, self._request)
+            self._publisher = PublisherPeer(
+                rtc_configuration(self.ice_servers), self._gather_hosts, self._request
+            )
         await self._publisher.negotiate(feeds)
         self.local_feeds.extend(feeds)
         return feeds
 
     def _check_publish_grant(self, source: str) -> None:
-        """Refuses locally what the server would refuse: a failed offer leaves the transport half-negotiated."""
+        """Refuses locally what the server would refuse: a refused offer leaves the transport half-done."""
         grants = self.me.grants if self.me is not None else None
         if grants is None:
             return
@@ -374,11 +390,11 @@ class Session:
         if not allowed:
             raise Forbidden(f"token does not grant publish of {source}")
 
-    async def publish_file(self, path: str | Path, *, loop: bool = True, name: str | None = None) -> FilePublication:
-        """Publishes a pre-encoded file (video and/or audio) without re-encoding, looping by default."""
-        from client_sdk import encoded  # the media colleague's module; imported late to keep startup light
-
-        tracks = encoded.from_file(str(path), loop=loop)
+    async def publish_file(self, path: str | Path, *, name: str | None = None) -> FilePublication:
+        """Publishes a pre-encoded file (video and/or audio) as it is: no decoding, no re-encoding."""
+        # NOTE: client_sdk/encoded.py is the media colleague's module (no re-encoding); looked up late.
+        encoded = importlib.import_module("client_sdk.encoded")
+        tracks = _file_tracks(encoded, encoded.from_file(str(path)))
         items = [(t, "microphone" if t.kind == "audio" else "camera", name) for t in tracks]
         return FilePublication(tuple(await self.publish_many(items)))
 
@@ -396,10 +412,16 @@ class Session:
                 feed.muted = muted
 
     @overload
-    async def subscribe(self, feed_id: str, *, decode: Literal[True] = ..., timeout_s: float | None = ...) -> RemoteFeed: ...
+    async def subscribe(
+        self, feed_id: str, *, decode: Literal[True] = ..., timeout_s: float | None = ...
+    ) -> RemoteFeed: ...
     @overload
-    async def subscribe(self, feed_id: str, *, decode: Literal[False], timeout_s: float | None = ...) -> RawFeed: ...
-    async def subscribe(self, feed_id: str, *, decode: bool = True, timeout_s: float | None = None) -> RemoteFeed:
+    async def subscribe(
+        self, feed_id: str, *, decode: Literal[False], timeout_s: float | None = ...
+    ) -> RawFeed: ...
+    async def subscribe(
+        self, feed_id: str, *, decode: bool = True, timeout_s: float | None = None
+    ) -> RemoteFeed:
         """Subscribes and returns once the track is negotiated; `decode=False` gives `RawFeed.packets()`."""
         self._subscribed[feed_id] = decode
         return await self._subscribe(feed_id, decode, None, timeout_s)
@@ -435,14 +457,26 @@ class Session:
                 remote._ended()
 
     async def set_quality(
-        self, feed_id: str, *, max_width: int | None = None, max_height: int | None = None,
-        layer: str | None = None, paused: bool | None = None,
+        self,
+        feed_id: str,
+        *,
+        max_width: int | None = None,
+        max_height: int | None = None,
+        layer: str | None = None,
+        paused: bool | None = None,
     ) -> None:
         fields = {"max_width": max_width, "max_height": max_height, "layer": layer, "paused": paused}
-        await self._request("set_quality", feed_id=feed_id, **{k: v for k, v in fields.items() if v is not None})
+        await self._request(
+            "set_quality", feed_id=feed_id, **{k: v for k, v in fields.items() if v is not None}
+        )
 
     async def send(
-        self, data: Any, *, to: Sequence[str] | None = None, pipeline: str = DEFAULT_PIPELINE, persist: bool = False
+        self,
+        data: Any,
+        *,
+        to: Sequence[str] | None = None,
+        pipeline: str = DEFAULT_PIPELINE,
+        persist: bool = False,
     ) -> int:
         """Sends a JSON data message; returns its `seq` in the pipeline."""
         fields: JsonObject = {"data": data, "pipeline": pipeline, "persist": persist}
@@ -453,7 +487,12 @@ class Session:
         return seq if isinstance(seq, int) else -1
 
     async def history(
-        self, pipeline: str = DEFAULT_PIPELINE, *, before: int | None = None, after: int | None = None, limit: int = 50
+        self,
+        pipeline: str = DEFAULT_PIPELINE,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 50,
     ) -> list[Message]:
         """A page of a pipeline's persisted messages (`after`: what was missed, e.g. after a reconnect)."""
         fields: JsonObject = {"pipeline": pipeline, "limit": limit}
@@ -480,6 +519,29 @@ class Session:
             self._credentials["token"] = token
 
 
+def _file_tracks(encoded: Any, opened: Any) -> list[MediaStreamTrack]:
+    """Tracks from what `encoded.from_file` returns: tracks, a sequence of them, or clips with a `kind`."""
+    items: list[Any]
+    if isinstance(opened, MediaStreamTrack):
+        items = [opened]
+    elif isinstance(opened, list | tuple):
+        items = list(opened)
+    else:
+        items = [x for x in (getattr(opened, "video", None), getattr(opened, "audio", None)) if x is not None]
+    tracks: list[MediaStreamTrack] = []
+    for item in items:
+        if isinstance(item, MediaStreamTrack):
+            tracks.append(item)
+        elif getattr(item, "kind", None) == "audio":
+            tracks.append(encoded.EncodedAudioTrack(item))
+        else:
+            tracks.append(encoded.EncodedVideoTrack(item))
+    if not tracks:
+        raise ValueError("the file has no audio or video stream")
+    tracks.sort(key=lambda t: t.kind != "video")
+    return tracks
+
+
 class FilePublication:
     """What `publish_file` returns: the feeds of one file (video first); `.feed_id` is the first one's."""
 
@@ -495,7 +557,7 @@ class FilePublication:
             await feed.unpublish()
 
 
-async def connect(  # noqa: PLR0913 - the options of Session
+async def connect(
     url: str,
     *,
     token: str | None = None,
@@ -510,8 +572,16 @@ async def connect(  # noqa: PLR0913 - the options of Session
 ) -> Session:
     """Joins and returns the session: `async with await connect(url, token=...) as session:`."""
     joined = Session(
-        url, token=token, key=key, session=session, uid=uid, name=name, origin=origin,
-        auto_subscribe=auto_subscribe, reconnect=reconnect, request_timeout_s=request_timeout_s,
+        url,
+        token=token,
+        key=key,
+        session=session,
+        uid=uid,
+        name=name,
+        origin=origin,
+        auto_subscribe=auto_subscribe,
+        reconnect=reconnect,
+        request_timeout_s=request_timeout_s,
     )
     await joined.join()
     return joined

@@ -147,7 +147,7 @@ class Connection:
                     self._dispatch(frame.data)
                 elif frame.type == aiohttp.WSMsgType.ERROR:
                     break
-        except (ConnectionError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, ConnectionError, aiohttp.ClientError) as exc:
             log.debug("socket read failed: %s", exc)
         finally:
             self._pinger.cancel()

@@ -26,7 +26,7 @@ def _sign(claims: dict[str, Any], key_id: str, secret: str | bytes) -> str:
     return jwt.encode(claims, key, algorithm="HS256", headers={"kid": key_id})
 
 
-def create_token(  # noqa: PLR0913 - one keyword per claim
+def create_token(
     key_id: str,
     secret: str | bytes,
     session: str,
@@ -48,7 +48,9 @@ def create_token(  # noqa: PLR0913 - one keyword per claim
     return _sign(claims, key_id, secret)
 
 
-def create_admin_token(key_id: str, secret: str | bytes, *, ttl: float = 600, now: float | None = None) -> str:
+def create_admin_token(
+    key_id: str, secret: str | bytes, *, ttl: float = 600, now: float | None = None
+) -> str:
     """An admin token for the REST API (`grants.admin`, no `sub`/`sid`); short-lived by default."""
     claims = _claims(key_id, ttl, now)
     claims["grants"] = {"admin": True}

@@ -2,6 +2,7 @@
 
 A load test with many publishers cannot afford an encoder per track (~5 ms per 640x360 frame), so clips
 are encoded once per parameter set and stored in one file: a JSON header, then the frames back to back.
+The clip types live in `client_sdk.encoded` (the tracks that replay them) and are re-exported here.
 Video time bases are 1/90000 (the RTP clock, RFC 7741 section 4.1), audio 1/48000 (RFC 7587 section 4).
 """
 
@@ -12,7 +13,6 @@ import json
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final
@@ -20,46 +20,24 @@ from typing import Any, Final
 import av
 import numpy as np
 
+from client_sdk.encoded import EncodedClip, EncodedFrame
+
+__all__ = [
+    "EncodedClip",
+    "EncodedFrame",
+    "encode_h264",
+    "encode_opus",
+    "encode_vp8",
+    "has_h264_encoder",
+    "load_clip",
+    "save_clip",
+]
+
 CACHE_VERSION: Final = 1
 VIDEO_CLOCK_RATE: Final = 90000
 AUDIO_CLOCK_RATE: Final = 48000
 OPUS_FRAME_SAMPLES: Final = 960  # 20 ms at 48 kHz
 _HEADER_SIZE: Final = struct.Struct("!I")
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    """One encoded frame (a VP8 frame, an H.264 access unit in Annex B, an Opus packet)."""
-
-    data: bytes
-    pts: int
-    keyframe: bool
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedClip:
-    """Encoded frames of one stream; `duration_pts` is the length of one pass, for looping."""
-
-    codec: str  # "vp8", "h264" or "opus"
-    time_base: Fraction
-    frames: tuple[EncodedFrame, ...]
-    duration_pts: int
-    width: int = 0
-    height: int = 0
-    sample_rate: int = 0
-    channels: int = 0
-
-    @property
-    def kind(self) -> str:
-        return "audio" if self.codec == "opus" else "video"
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(len(f.data) for f in self.frames)
-
-    @property
-    def duration_s(self) -> float:
-        return float(self.duration_pts * self.time_base)
 
 
 def default_cache_dir() -> Path:
@@ -174,13 +152,13 @@ def _encode_video(
         frame.pts = index
         frame.time_base = ctx.time_base
         # NOTE: forced I frames make key frames land exactly every `gop` frames whatever the encoder does
-        frame.pict_type = av.video.frame.PictureType.I if index % gop == 0 else av.video.frame.PictureType.NONE
+        frame.pict_type = (
+            av.video.frame.PictureType.I if index % gop == 0 else av.video.frame.PictureType.NONE
+        )
         packets.extend(ctx.encode(frame))
     packets.extend(ctx.encode(None))
     step = VIDEO_CLOCK_RATE // fps
-    frames = tuple(
-        EncodedFrame(bytes(p), int(p.pts) * step, bool(p.is_keyframe)) for p in packets if p.size
-    )
+    frames = tuple(EncodedFrame(bytes(p), int(p.pts) * step, bool(p.is_keyframe)) for p in packets if p.size)
     return EncodedClip(
         "vp8" if codec_name == "libvpx" else "h264",
         Fraction(1, VIDEO_CLOCK_RATE),
@@ -203,11 +181,14 @@ def encode_vp8(
     """A VP8 clip of a moving test pattern (cached by parameters)."""
     params = {"codec": "vp8", "w": width, "h": height, "fps": fps, "s": seconds, "bps": bitrate_bps,
               "ki": keyframe_interval_s}  # fmt: skip
-    options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}
+    threads = str(min(os.cpu_count() or 1, 4))
+    options = {"deadline": "realtime", "cpu-used": "16", "lag-in-frames": "0", "threads": threads}
     return _cached(
         cache_dir,
         params,
-        lambda: _encode_video("libvpx", options, width, height, fps, seconds, bitrate_bps, keyframe_interval_s),
+        lambda: _encode_video(
+            "libvpx", options, width, height, fps, seconds, bitrate_bps, keyframe_interval_s
+        ),
     )
 
 
@@ -243,7 +224,9 @@ def encode_h264(
     return _cached(
         cache_dir,
         params,
-        lambda: _encode_video("libx264", options, width, height, fps, seconds, bitrate_bps, keyframe_interval_s),
+        lambda: _encode_video(
+            "libx264", options, width, height, fps, seconds, bitrate_bps, keyframe_interval_s
+        ),
     )
 
 
@@ -270,9 +253,8 @@ def _encode_opus(seconds: float, bitrate_bps: int, tone_hz: float) -> EncodedCli
         packets.extend(ctx.encode(frame))
     packets.extend(ctx.encode(None))
     # NOTE: libopus reports a negative first pts (encoder delay): renumber, one packet per 20 ms
-    frames = tuple(
-        EncodedFrame(bytes(p), i * OPUS_FRAME_SAMPLES, True) for i, p in enumerate(q for q in packets if q.size)
-    )
+    payloads = [bytes(p) for p in packets if p.size][:count]
+    frames = tuple(EncodedFrame(data, i * OPUS_FRAME_SAMPLES, True) for i, data in enumerate(payloads))
     return EncodedClip(
         "opus",
         Fraction(1, AUDIO_CLOCK_RATE),

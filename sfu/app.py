@@ -10,6 +10,7 @@ from sfu.config import Config
 from sfu.server import SERVER_KEY, Server
 from sfu.signaling import rest_keys, rest_sessions, ws
 from sfu.signaling.http_util import error_middleware
+from sfu.signaling.media_handlers import media_dispatcher
 from sfu.store.base import Store
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
@@ -22,7 +23,7 @@ async def build_app(config: Config, store: Store | None = None) -> web.Applicati
     app[SERVER_KEY] = server
     rest_keys.add_routes(app)
     rest_sessions.add_routes(app)
-    ws.add_routes(app)
+    ws.add_routes(app, media_dispatcher())
     _add_static_routes(app)
 
     async def _close(_: web.Application) -> None:

@@ -11,6 +11,8 @@ from sfu.auth.authenticator import Authenticator
 from sfu.config import Config
 from sfu.media.engine import MediaEngine
 from sfu.session.registry import Registry
+from sfu.session.session import Session
+from sfu.session.session_media import SessionMedia
 from sfu.signaling.webhooks import WebhookSender
 from sfu.store.base import Store
 from sfu.store.sqlite import SqliteStore
@@ -36,6 +38,11 @@ class Server:
         webhooks = WebhookSender(store)
         media = MediaEngine(ice_hosts=config.ice_hosts)
         registry = Registry(config, store, webhooks, media)
+
+        def add_media(session: Session) -> None:
+            SessionMedia(session, media)  # it registers itself as the session's observer
+
+        registry.on_session_created.append(add_media)
         return cls(config, store, auth, webhooks, media, registry)
 
     async def close(self) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import aioice.ice
+import pylibsrtp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import CODECS
 from aiortc.rtcconfiguration import RTCBundlePolicy
@@ -165,6 +166,44 @@ def _fast_protect(session: Any, rtcp: bool) -> Callable[[bytes | bytearray], byt
         return out
 
     return protect
+
+
+def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> int:
+    """SRTP/SRTCP datagrams go straight from the socket callback to our hooks; returns protocols hooked.
+
+    aioice otherwise tries a STUN parse (an exception per RTP packet), queues the datagram and wakes
+    aiortc's DTLS reader task, which unprotects it: per datagram that is a queue round trip and a task
+    switch. STUN (consent, ICE) and DTLS datagrams still take aioice's path (RFC 7983 demultiplexing by
+    the first byte). Call once DTLS is connected (the SRTP session exists); protocols are fixed by then.
+    """
+    srtp = dtls._rx_srtp
+    if srtp is None:
+        return 0
+    unprotect = srtp.unprotect
+    unprotect_rtcp = srtp.unprotect_rtcp
+    hooked = 0
+    for protocol in dtls.transport._connection._protocols:
+        if getattr(protocol, "_sfu_bypass", False):
+            continue
+        original = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: tuple[Any, ...], original: Any = original) -> None:
+            first = data[0] if data else 0
+            if 127 < first < 192:
+                try:
+                    if len(data) >= 2 and 192 <= data[1] <= 208:
+                        on_rtcp(unprotect_rtcp(data))
+                    else:
+                        on_rtp(unprotect(data))
+                except pylibsrtp.Error:
+                    pass  # replay or authentication failure: what aiortc does too (drops it)
+                return
+            original(data, addr)
+
+        protocol.datagram_received = datagram_received
+        protocol._sfu_bypass = True
+        hooked += 1
+    return hooked
 
 
 class SrtpSink:

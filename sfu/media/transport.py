@@ -32,7 +32,7 @@ class Transport:
         self._pc = bridge.new_peer_connection()
         self._pc.on("connectionstatechange", self._on_connection_state)
         self._pc.on("datachannel", self._on_datachannel)
-        self.sink = bridge.SrtpSink(on_connected=self._on_sink_connected)
+        self.sink = bridge.SrtpSink(on_connected=self._on_connected)
         self.rtcp_ssrc = random.getrandbits(32) or 1
         self.drops = new_drops()
         self.rtcp_packets_in = 0
@@ -113,6 +113,11 @@ class Transport:
     def _send_rtcp(self, parts: list[bytes]) -> None:
         if parts and self.sink.send_rtcp(b"".join(parts)):
             self.rtcp_packets_out += 1
+
+    def _on_connected(self) -> None:
+        for dtls in self._hooked:
+            bridge.bypass_ice_queue(dtls, self._on_rtp_data, self._on_rtcp_data)
+        self._on_sink_connected()
 
     def _on_connection_state(self) -> None:
         state = self.state

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sfu.auth.identity import Grants, Identity
 from sfu.config import Config
@@ -23,6 +23,9 @@ from sfu.session.pipelines import Pipelines
 from sfu.session.resume import ResumeTokens
 from sfu.session.tasks import call_later, cancel_and_wait
 from sfu.store.base import Store
+
+if TYPE_CHECKING:
+    from sfu.session.session_media import SessionMedia
 
 log = logging.getLogger("sfu.session")
 
@@ -39,6 +42,8 @@ class SessionListener(Protocol):
 
 class SessionObserver(Protocol):
     """Hooks for the media glue: called after the session state changed, before events go out."""
+
+    def on_participant_added(self, session: Session, participant: Participant) -> None: ...
 
     def on_feed_removed(self, session: Session, feed: Feed) -> None: ...
     def on_participant_removed(self, session: Session, participant: Participant) -> None: ...
@@ -68,6 +73,7 @@ class Session:
         self.feeds_by_id: dict[str, Feed] = {}
         self.pipelines = Pipelines(store, cid, sid, self.participants_by_uid)
         self.observers: list[SessionObserver] = []
+        self.media: SessionMedia | None = None  # set by SessionMedia when the server has a media engine
         self.closed = False
         self._webhooks = webhooks
         self._listener = listener
@@ -124,6 +130,8 @@ class Session:
             self._broadcast({"type": "participant_joined", "participant": participant.to_wire()},
                             exclude=participant)
         self._emit("participant_joined", {"uid": participant.uid, "name": participant.name})
+        for observer in self.observers:
+            observer.on_participant_added(self, participant)
         return participant
 
     def _joined_body(self, participant: Participant, resumed: bool) -> dict[str, Any]:

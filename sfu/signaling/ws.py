@@ -77,6 +77,7 @@ class Socket:
         self.session: Session | None = None
         self.participant: Participant | None = None
         self.close_code: int | None = None
+        self.close_reason = ""
         self._outbox: deque[bytes | _Close] = deque()
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
@@ -97,7 +98,7 @@ class Socket:
     def close(self, code: int, reason: str) -> None:
         if self.close_code is not None:
             return
-        self.close_code = code
+        self.close_code, self.close_reason = code, reason
         self._outbox.append(orjson.dumps({"type": "closed", "reason": reason}))
         self._outbox.append(_Close(code, reason))
         self._wakeup.set()
@@ -105,7 +106,7 @@ class Socket:
     def _cut_off(self) -> None:
         """A client that does not read: drop its outbox and the TCP connection (memory stays bounded)."""
         log.info("closing a socket that does not read", extra={"uid": getattr(self.participant, "uid", None)})
-        self.close_code = 4009
+        self.close_code, self.close_reason = 4009, "slow_consumer"
         self._outbox.clear()
         transport = self.request.transport
         if transport is not None:
@@ -229,8 +230,8 @@ class Socket:
         session, participant = self.session, self.participant
         if session is not None and participant is not None and participant.connection is self:
             if self.close_code in FINAL_CLOSES:
-                reason = "rate_limited" if self.close_code == 4009 else "left"
-                await session.remove_participant(participant, reason, self.close_code or 1000)
+                reason, code = self.close_reason or "left", self.close_code or 1000
+                await session.remove_participant(participant, reason, code)
             else:
                 session.disconnect(participant, self)
         if self.close_code is None:

@@ -39,6 +39,9 @@ async def test_subscriber_decodes_every_video_frame_and_audio(
     video_receiver = next(t.receiver for t in tracks if t.kind == "video")
     assert video_receiver.packets > VIDEO_FRAMES
     assert all(f.packets > 0 for f in forwarders)
+    for transport in (pub, sub):  # SRTP datagrams skip aioice's queue (bridge.bypass_ice_queue)
+        protocols = transport._hooked[0].transport._connection._protocols
+        assert protocols and all(getattr(p, "_sfu_bypass", False) for p in protocols)
     await sub.close()
     await pub.close()
 

@@ -46,21 +46,21 @@ class Peer:
         await self.send({"type": kind, "id": rid, **fields})
         return await self.reply(rid)
 
-    async def reply(self, rid: int | str, timeout: float = 5.0) -> dict[str, Any]:
-        await wait_until(lambda: any(f.get("re") == rid for f in self.frames) or self.ws.closed, timeout)
+    async def reply(self, rid: int | str, wait_s: float = 5.0) -> dict[str, Any]:
+        await wait_until(lambda: any(f.get("re") == rid for f in self.frames) or self.ws.closed, wait_s)
         return next(f for f in self.frames if f.get("re") == rid)
 
     def of_type(self, kind: str, **match: Any) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == kind and all(f.get(k) == v for k, v in match.items())]
 
-    async def event(self, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
+    async def event(self, kind: str, wait_s: float = 5.0, **match: Any) -> dict[str, Any]:
         """The first frame of `kind` whose fields equal `match`, waiting for it if needed."""
-        await wait_until(lambda: bool(self.of_type(kind, **match)), timeout)
+        await wait_until(lambda: bool(self.of_type(kind, **match)), wait_s)
         return self.of_type(kind, **match)[0]
 
-    async def closed(self, timeout: float = 5.0) -> int | None:
+    async def closed(self, wait_s: float = 5.0) -> int | None:
         """Waits for the server to close the socket; its close code."""
-        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        await asyncio.wait_for(asyncio.shield(self._reader), wait_s)
         return self.ws.close_code
 
     async def close(self) -> None:
@@ -96,7 +96,7 @@ class Peers:
         if token is not None:
             frame["token"] = token
         await peer.send(frame)
-        reply = await peer.reply(1, timeout=10.0)
+        reply = await peer.reply(1, wait_s=10.0)
         assert reply["type"] == expect, reply
         return peer
 
@@ -107,7 +107,7 @@ class Peers:
 
 @asynccontextmanager
 async def open_peers(server: RunningServer) -> AsyncIterator[Peers]:
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         peers = Peers(server, http)
         try:
             yield peers

@@ -43,7 +43,8 @@ async def test_join_with_a_web_key_from_another_origin_is_forbidden_and_closed_4
 
 async def test_join_with_a_bad_token_is_unauthorized_and_closed_4001(peers: Peers) -> None:
     peer = await peers.join("not.a.token", expect="error")
-    assert peer.frames[0] == {"type": "error", "re": 1, "code": "unauthorized", "message": peer.frames[0]["message"]}
+    assert peer.frames[0]["type"] == "error"
+    assert (peer.frames[0]["re"], peer.frames[0]["code"]) == (1, "unauthorized")
     assert await peer.closed() == 4001
 
 
@@ -57,7 +58,9 @@ async def test_a_web_key_session_holds_max_participants(server: RunningServer, p
     assert await third.closed() == 4003
 
 
-async def test_a_frame_before_join_is_answered_and_the_socket_stays_open(peers: Peers, creds: Credentials) -> None:
+async def test_a_frame_before_join_is_answered_and_the_socket_stays_open(
+    peers: Peers, creds: Credentials,
+) -> None:
     peer = await peers.connect()
     reply = await peer.request("ping")
     assert reply["code"] == "bad_request"

@@ -95,3 +95,9 @@ def test_bundle_ownership_is_decided_by_the_private_bundled_flags() -> None:
     assert "if transceiver.mid in slaveMids and not transceiver._bundled:" in source
     assert "and not self.__sctp._bundled" in source
     assert "and not transceiver._bundled" in inspect.getsource(RTCPeerConnection.addIceCandidate)
+
+
+def test_ice_connection_keeps_its_socket_protocols_in_a_list() -> None:
+    connection = aioice.ice.Connection(ice_controlling=True)
+    assert connection._protocols == []
+    assert "self.receiver.data_received(data" in inspect.getsource(aioice.ice.StunProtocol.datagram_received)

@@ -1,0 +1,249 @@
+"""A participant's two transports: what it publishes (it offers) and what it receives (we offer).
+
+Subscriber offers go out one at a time: a FIFO task waits for the `answer` to offer N before it builds
+offer N+1, so two negotiations never interleave (PROTOCOL.md "Two transports"). Changes made while an offer
+is out are collected and go into the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from sfu.errors import BadRequest, Conflict, Forbidden, NotFound
+from sfu.media.forwarder import Forwarder
+from sfu.media.publisher import PublishedTrack, PublisherTransport
+from sfu.media.subscriber import SubscriberTransport
+from sfu.session.feed import FeedKind
+
+if TYPE_CHECKING:
+    from sfu.media.receiver import Receiver
+    from sfu.session.participant import Participant
+    from sfu.session.session_media import SessionMedia
+
+log = logging.getLogger("sfu.session.media")
+
+DEFAULT_SOURCE_BY_KIND = {"audio": "microphone", "video": "camera"}
+
+
+class ParticipantMedia:
+    """Owned by its Participant (as an attachment): `close()` closes both transports and the FIFO."""
+
+    def __init__(self, session_media: SessionMedia, participant: Participant) -> None:
+        self.session_media = session_media
+        self.participant = participant
+        self.publisher: PublisherTransport | None = None
+        self.subscriber: SubscriberTransport | None = None
+        self.feed_ids_by_mid: dict[str, str] = {}
+        self.forwarders_by_feed: dict[str, Forwarder] = {}
+        self.negotiation = 0
+        self.closed = False
+        self._unpublished_mids: set[str] = set()
+        self._publish_lock = asyncio.Lock()
+        self._pending_answer: tuple[int, asyncio.Future[str]] | None = None
+        self._offer_wanted = asyncio.Event()
+        self._negotiator: asyncio.Task[None] | None = None
+
+    # -- publishing --------------------------------------------------------------------------------------
+
+    async def publish(
+        self, sdp: str, declared: dict[str, tuple[str, str]]
+    ) -> tuple[str, list[dict[str, str]]]:
+        """Applies a publisher offer; `declared` is {mid: (source, name)}. Returns the answer and feeds.
+
+        Raises Forbidden before negotiating when a declared source is not granted, so a refused publish
+        changes nothing.
+        """
+        grants = self.participant.grants
+        for source, _name in declared.values():
+            if not grants.can_publish(source):
+                raise Forbidden(f"token does not grant publish of {source}")
+        if not grants.publishes_anything:
+            raise Forbidden("token does not grant publish")
+        async with self._publish_lock:
+            self._check_open()
+            if self.publisher is None:
+                self.publisher = self.session_media.engine.create_publisher()
+            try:
+                answer, tracks = await self.publisher.negotiate(sdp)
+            except (ValueError, KeyError, IndexError, AssertionError) as exc:
+                raise BadRequest(f"sdp offer was not accepted: {exc or type(exc).__name__}") from None
+            self._unpublished_mids -= set(declared)
+            feeds = self._apply_tracks(tracks, declared)
+        return answer, [{"mid": mid, "feed_id": feed_id} for mid, feed_id in feeds]
+
+    def _apply_tracks(
+        self, tracks: list[PublishedTrack], declared: dict[str, tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Feeds for new mids, `feed_unpublished` for mids the offer no longer sends."""
+        session = self.session_media.session
+        by_mid = {t.mid: t for t in tracks}
+        for mid in [m for m in self.feed_ids_by_mid if m not in by_mid]:
+            session.remove_feed(self.feed_ids_by_mid.pop(mid))
+        out: list[tuple[str, str]] = []
+        for track in tracks:
+            if track.mid in self._unpublished_mids:
+                continue
+            feed_id = self.feed_ids_by_mid.get(track.mid)
+            if feed_id is None:
+                source, name = declared.get(track.mid, (DEFAULT_SOURCE_BY_KIND.get(track.kind, "custom"), ""))
+                if not self.participant.grants.can_publish(source):
+                    continue
+                kind: FeedKind = "audio" if track.kind == "audio" else "video"
+                feed = session.add_feed(self.participant.uid, kind=kind, source=source, name=name,
+                                        codec=track.codec)
+                feed_id = self.feed_ids_by_mid[track.mid] = feed.feed_id
+                self.session_media.on_feed_receiver(feed_id, track.receiver)
+            out.append((track.mid, feed_id))
+        return out
+
+    def own_feed(self, feed_id: str) -> str:
+        """The mid of one of this participant's feeds, or NotFound."""
+        for mid, fid in self.feed_ids_by_mid.items():
+            if fid == feed_id:
+                return mid
+        raise NotFound(f"feed {feed_id} is not published by {self.participant.uid}")
+
+    def unpublish(self, feed_id: str) -> None:
+        mid = self.own_feed(feed_id)
+        del self.feed_ids_by_mid[mid]
+        self._unpublished_mids.add(mid)
+        self.session_media.session.remove_feed(feed_id)
+
+    def set_muted(self, feed_id: str, muted: bool) -> None:
+        self.own_feed(feed_id)
+        self.session_media.set_feed_muted(feed_id, muted)
+
+    def feed_removed(self, feed_id: str) -> None:
+        """The session dropped one of our feeds (grants changed, admin): stop routing its mid."""
+        for mid, fid in list(self.feed_ids_by_mid.items()):
+            if fid == feed_id:
+                del self.feed_ids_by_mid[mid]
+                self._unpublished_mids.add(mid)
+
+    # -- subscribing -------------------------------------------------------------------------------------
+
+    def subscribe(self, feed_ids: list[str]) -> list[str]:
+        """Adds forwarders for feeds (checks grants and policy first); the next offer carries them."""
+        participant = self.participant
+        if not participant.grants.subscribe:
+            raise Forbidden("token does not grant subscribe")
+        session = self.session_media.session
+        for feed_id in feed_ids:
+            feed = session.feeds_by_id.get(feed_id)
+            if feed is None or feed_id not in self.session_media.receivers_by_feed:
+                raise NotFound(f"feed {feed_id} is not in the session")
+            if not participant.policy.allows_subscribe(feed.uid):
+                raise Forbidden(f"policy does not allow subscribing to {feed.uid}")
+        added = [feed_id for feed_id in feed_ids if self._add_forwarder(feed_id)]
+        if added:
+            self._want_offer()
+        return list(feed_ids)
+
+    def _add_forwarder(self, feed_id: str) -> bool:
+        if feed_id in self.forwarders_by_feed or self.closed:
+            return False
+        receiver: Receiver = self.session_media.receivers_by_feed[feed_id]
+        if self.subscriber is None:
+            self.subscriber = self.session_media.engine.create_subscriber()
+        forwarder = self.subscriber.add(receiver, tag=feed_id, stream_id=feed_id)
+        self.forwarders_by_feed[feed_id] = forwarder
+        self.participant.subscriptions.add(feed_id)
+        return True
+
+    def unsubscribe(self, feed_ids: list[str]) -> None:
+        removed = False
+        for feed_id in feed_ids:
+            forwarder = self.forwarders_by_feed.pop(feed_id, None)
+            self.participant.subscriptions.discard(feed_id)
+            if forwarder is not None and self.subscriber is not None:
+                self.subscriber.remove(forwarder)
+                removed = True
+        if removed:
+            self._want_offer()
+
+    def set_paused(self, feed_id: str, paused: bool) -> None:
+        forwarder = self.forwarders_by_feed.get(feed_id)
+        if forwarder is None:
+            raise NotFound(f"not subscribed to feed {feed_id}")
+        forwarder.set_paused(paused)
+        if not paused:
+            forwarder.receiver.request_key_frame(time.monotonic_ns(), urgent=True)
+
+    # -- subscriber negotiation FIFO ---------------------------------------------------------------------
+
+    def _want_offer(self) -> None:
+        self._offer_wanted.set()
+        if self._negotiator is None and not self.closed:
+            name = f"negotiate-{self.participant.uid}"
+            self._negotiator = asyncio.create_task(self._negotiate(), name=name)
+
+    async def _negotiate(self) -> None:
+        """One offer at a time; what changed while an offer was out goes into the next one."""
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await self._offer_wanted.wait()
+            self._offer_wanted.clear()
+            subscriber = self.subscriber
+            if subscriber is None:
+                continue
+            sdp, tags = await subscriber.create_offer()
+            self.negotiation += 1
+            answer: asyncio.Future[str] = loop.create_future()
+            self._pending_answer = (self.negotiation, answer)
+            self.participant.send({"type": "offer", "sdp": sdp, "negotiation": self.negotiation,
+                                   "feeds": tags})
+            # NOTE: no timeout: only this participant's own subscriptions wait on its answer, and
+            # close() cancels the wait. A resumed socket gets the buffered offer.
+            answer_sdp = await answer
+            self._pending_answer = None
+            try:
+                await subscriber.set_answer(answer_sdp)
+            except Exception as exc:  # a bad answer must not end the FIFO
+                log.warning("subscriber answer of %s rejected: %s", self.participant.uid, exc)
+
+    def on_answer(self, negotiation: int, sdp: str) -> None:
+        pending = self._pending_answer
+        if pending is None or pending[0] != negotiation:
+            raise Conflict(f"no offer with negotiation {negotiation} is waiting for an answer")
+        if "m=" not in sdp:
+            raise BadRequest("sdp is not a session description")
+        if not pending[1].done():
+            pending[1].set_result(sdp)
+
+    async def add_candidate(self, transport: str, candidate: str, mid: str | None, index: int | None) -> None:
+        target = self.publisher if transport == "publisher" else self.subscriber
+        if target is None:
+            raise Conflict(f"no {transport} transport has been negotiated yet")
+        try:
+            await target.add_ice_candidate(candidate, mid, index)
+        except (ValueError, IndexError) as exc:
+            raise BadRequest(f"candidate was not accepted: {exc}") from None
+
+    # -- end ---------------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise Conflict("participant has left")
+
+    async def close(self) -> None:
+        """Idempotent: stops the FIFO, then closes both transports (their receivers and forwarders)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._negotiator is not None:
+            self._negotiator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._negotiator
+            self._negotiator = None
+        for feed_id in list(self.forwarders_by_feed):
+            self.participant.subscriptions.discard(feed_id)
+        self.forwarders_by_feed.clear()
+        transports: list[Any] = [t for t in (self.publisher, self.subscriber) if t is not None]
+        self.publisher = self.subscriber = None
+        for transport in transports:
+            await transport.close()
+        self.session_media.on_participant_media_closed(self)

@@ -1,0 +1,93 @@
+"""The media side of one session: the receiver of every feed, each participant's transports, and
+auto-subscribe (PROTOCOL.md: subscribes to every feed the policy allows, now and as they appear)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sfu.media.engine import MediaEngine
+from sfu.session.participant_media import ParticipantMedia
+
+if TYPE_CHECKING:
+    from sfu.media.receiver import Receiver
+    from sfu.session.feed import Feed
+    from sfu.session.participant import Participant
+    from sfu.session.session import Session
+
+log = logging.getLogger("sfu.session.media")
+
+
+class SessionMedia:
+    """A SessionObserver created with its session; its ParticipantMedia close with their participants."""
+
+    def __init__(self, session: Session, engine: MediaEngine) -> None:
+        self.session = session
+        self.engine = engine
+        self.receivers_by_feed: dict[str, Receiver] = {}
+        self.media_by_uid: dict[str, ParticipantMedia] = {}
+        session.observers.append(self)
+        session.media = self
+
+    def media_for(self, participant: Participant) -> ParticipantMedia:
+        """The participant's media, created on first use and closed with the participant."""
+        media = self.media_by_uid.get(participant.uid)
+        if media is None or media.participant is not participant:
+            media = ParticipantMedia(self, participant)
+            self.media_by_uid[participant.uid] = media
+            participant.attachments.append(media)
+        return media
+
+    def on_feed_receiver(self, feed_id: str, receiver: Receiver) -> None:
+        """A feed now has packets to forward: auto-subscribers get it in their next offer."""
+        self.receivers_by_feed[feed_id] = receiver
+        feed = self.session.feeds_by_id.get(feed_id)
+        if feed is None:
+            return
+        for participant in list(self.session.participants_by_uid.values()):
+            if participant.uid != feed.uid and self._auto_subscribes(participant, feed):
+                self.media_for(participant).subscribe([feed_id])
+
+    def set_feed_muted(self, feed_id: str, muted: bool) -> None:
+        """Mute stops forwarding at the receiver; forwarders resume on a key frame with no ts jump."""
+        self.session.update_feed(feed_id, muted=muted)
+        receiver = self.receivers_by_feed.get(feed_id)
+        if receiver is not None:
+            receiver.set_muted(muted)
+
+    # -- SessionObserver ---------------------------------------------------------------------------------
+
+    def on_participant_added(self, session: Session, participant: Participant) -> None:
+        """Auto-subscribe a newcomer to every feed it may receive (one offer for all of them)."""
+        wanted = [
+            feed.feed_id
+            for feed in session.feeds_by_id.values()
+            if feed.uid != participant.uid
+            and feed.feed_id in self.receivers_by_feed
+            and self._auto_subscribes(participant, feed)
+        ]
+        if wanted:
+            self.media_for(participant).subscribe(wanted)
+
+    def on_feed_removed(self, session: Session, feed: Feed) -> None:
+        self.receivers_by_feed.pop(feed.feed_id, None)
+        for media in list(self.media_by_uid.values()):
+            if feed.feed_id in media.forwarders_by_feed:
+                media.unsubscribe([feed.feed_id])
+            if media.participant.uid == feed.uid:
+                media.feed_removed(feed.feed_id)
+
+    def on_participant_removed(self, session: Session, participant: Participant) -> None:
+        """Its transports close with it (an attachment); its feeds were removed just before."""
+
+    def on_participant_media_closed(self, media: ParticipantMedia) -> None:
+        if self.media_by_uid.get(media.participant.uid) is media:
+            del self.media_by_uid[media.participant.uid]
+
+    @staticmethod
+    def _auto_subscribes(participant: Participant, feed: Feed) -> bool:
+        return (
+            participant.auto_subscribe
+            and participant.grants.subscribe
+            and participant.policy.allows_subscribe(feed.uid)
+        )

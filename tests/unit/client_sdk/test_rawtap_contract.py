@@ -1,0 +1,116 @@
+"""Contract with aiortc internals the SDK uses (aiortc 1.16.0, aioice 0.13.0): fails loudly if they move."""
+
+from __future__ import annotations
+
+import inspect
+
+import aioice.ice
+import pytest
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+from client_sdk.ice import gather_on, loopback_host, rtc_configuration
+from client_sdk.rawtap import RawSink, media_sections
+from client_sdk.signaling import rtc_url
+from client_sdk.wire import IceServer
+
+
+def test_dtls_transport_looks_up_the_rtp_handler_on_the_instance() -> None:
+    source = inspect.getsource(RTCDtlsTransport._recv_next)
+    assert "await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)" in source
+    assert list(inspect.signature(RTCDtlsTransport._handle_rtp_data).parameters) == [
+        "self",
+        "data",
+        "arrival_time_ms",
+    ]
+    assert hasattr(RTCRtpReceiver, "_send_rtcp_pli")
+
+
+def test_aioice_gathers_host_addresses_through_the_module_function() -> None:
+    source = inspect.getsource(aioice.ice.Connection.gather_candidates)
+    assert "get_host_addresses(" in source
+
+
+def test_loopback_candidates_are_gathered_only_inside_the_scope() -> None:
+    with gather_on(("127.0.0.1",)):
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("localhost", "127.0.0.1"),
+        ("::1", "::1"),
+        ("10.0.0.5", None),
+        (None, None),
+    ],
+)
+def test_a_loopback_server_host_selects_loopback_gathering(host: str | None, expected: str | None) -> None:
+    assert loopback_host(host) == expected
+
+
+def test_the_rtc_configuration_never_falls_back_to_public_stun() -> None:
+    assert rtc_configuration(()).iceServers == []
+    config = rtc_configuration((IceServer(("turn:127.0.0.1:3478",), "u", "c"),))
+    assert [(s.urls, s.username, s.credential) for s in config.iceServers or []] == [
+        (["turn:127.0.0.1:3478"], "u", "c")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:7880", "ws://127.0.0.1:7880/v1/rtc"),
+        ("https://sfu.example.com/", "wss://sfu.example.com/v1/rtc"),
+        ("https://example.com/sfu", "wss://example.com/sfu/v1/rtc"),
+        ("ws://127.0.0.1:7880/v1/rtc", "ws://127.0.0.1:7880/v1/rtc"),
+    ],
+)
+def test_the_signaling_url_is_derived_from_the_base_url(url: str, expected: str) -> None:
+    assert rtc_url(url) == expected
+
+
+SDP = """v=0\r
+o=- 1 1 IN IP4 0.0.0.0\r
+s=-\r
+t=0 0\r
+a=group:BUNDLE 0 1\r
+m=video 9 UDP/TLS/RTP/SAVPF 96 97\r
+c=IN IP4 0.0.0.0\r
+a=mid:0\r
+a=sendonly\r
+a=rtpmap:96 VP8/90000\r
+a=rtpmap:97 rtx/90000\r
+a=fmtp:97 apt=96\r
+a=ssrc-group:FID 1111 2222\r
+a=ssrc:1111 cname:x\r
+a=ssrc:2222 cname:x\r
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r
+c=IN IP4 0.0.0.0\r
+a=mid:1\r
+a=sendonly\r
+a=rtpmap:111 opus/48000/2\r
+a=ssrc:3333 cname:x\r
+"""
+
+
+def test_media_sections_give_primary_ssrcs_and_codecs_per_mid() -> None:
+    sections = media_sections(SDP)
+    assert sections["0"].ssrcs == (1111,)
+    assert sections["0"].codecs_by_pt[96] == "video/VP8"
+    assert sections["1"].ssrcs == (3333,)
+    assert sections["1"].clock_rate_by_pt[111] == 48000
+
+
+async def test_a_raw_sink_drops_the_oldest_packets_when_full_and_ends_on_close() -> None:
+    from aiortc.rtp import RtpPacket
+
+    sink = RawSink()
+    for seq in range(4100):
+        sink.push(RtpPacket(sequence_number=seq))
+    sink.close()
+    received = [p.sequence_number async for p in sink.packets()]
+    assert received == list(range(5, 4100))
+    assert sink.dropped == 5
