@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import Sequence
@@ -392,9 +391,12 @@ class Session:
 
     async def publish_file(self, path: str | Path, *, name: str | None = None) -> FilePublication:
         """Publishes a pre-encoded file (video and/or audio) as it is: no decoding, no re-encoding."""
-        # NOTE: client_sdk/encoded.py is the media colleague's module (no re-encoding); looked up late.
-        encoded = importlib.import_module("client_sdk.encoded")
-        tracks = _file_tracks(encoded, encoded.from_file(str(path)))
+        from client_sdk import encoded  # PyAV demuxing, loaded only by programs that publish files
+
+        tracks: list[MediaStreamTrack] = [
+            encoded.EncodedAudioTrack(clip) if clip.kind == "audio" else encoded.EncodedVideoTrack(clip)
+            for clip in encoded.from_file(path)
+        ]
         items = [(t, "microphone" if t.kind == "audio" else "camera", name) for t in tracks]
         return FilePublication(tuple(await self.publish_many(items)))
 
@@ -517,29 +519,6 @@ class Session:
         await self._request("refresh", token=token)
         if "token" in self._credentials:
             self._credentials["token"] = token
-
-
-def _file_tracks(encoded: Any, opened: Any) -> list[MediaStreamTrack]:
-    """Tracks from what `encoded.from_file` returns: tracks, a sequence of them, or clips with a `kind`."""
-    items: list[Any]
-    if isinstance(opened, MediaStreamTrack):
-        items = [opened]
-    elif isinstance(opened, list | tuple):
-        items = list(opened)
-    else:
-        items = [x for x in (getattr(opened, "video", None), getattr(opened, "audio", None)) if x is not None]
-    tracks: list[MediaStreamTrack] = []
-    for item in items:
-        if isinstance(item, MediaStreamTrack):
-            tracks.append(item)
-        elif getattr(item, "kind", None) == "audio":
-            tracks.append(encoded.EncodedAudioTrack(item))
-        else:
-            tracks.append(encoded.EncodedVideoTrack(item))
-    if not tracks:
-        raise ValueError("the file has no audio or video stream")
-    tracks.sort(key=lambda t: t.kind != "video")
-    return tracks
 
 
 class FilePublication:

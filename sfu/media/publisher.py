@@ -11,7 +11,7 @@ from aiortc import RTCSessionDescription
 from sfu.media import bridge
 from sfu.media.counters import DropReason
 from sfu.media.receiver import Receiver
-from sfu.media.rtcp import SenderReport, build_nack, build_pli, build_remb, build_rr, parse_compound
+from sfu.media.rtcp import SenderReport, build_remb, build_rr, parse_compound
 from sfu.media.rtp import SSRC, URI_MID, build_extension_id_map, find_extension, payload_bounds
 from sfu.media.sdp import MediaSection, munge_publisher_answer
 from sfu.media.transport import REPORT_EVERY_TICKS, RTCP_INTERVAL_S, Transport
@@ -88,6 +88,7 @@ class PublisherTransport(Transport):
             ssrc=section.ssrcs[0] if section.ssrcs else 0,
             ext_id_map=id_map,
             ext_identity=identity,
+            sender_ssrc=self.rtcp_ssrc,
         )
         receiver.fmtp = section.fmtp.get(pt, "")
         return receiver
@@ -131,7 +132,7 @@ class PublisherTransport(Transport):
             return None
         if receiver.ssrc in self._receivers_by_ssrc:
             del self._receivers_by_ssrc[receiver.ssrc]
-        receiver.ssrc = ssrc
+        receiver.set_ssrc(ssrc, _monotonic_ns())
         self._receivers_by_ssrc[ssrc] = receiver
         return receiver
 
@@ -155,12 +156,7 @@ class PublisherTransport(Transport):
         receivers = [r for r in self.receivers_by_mid.values() if r.ssrc]
         feedback: list[bytes] = []
         for r in receivers:
-            if r.pli_pending and r.take_key_frame_request(now_ns):
-                feedback.append(build_pli(self.rtcp_ssrc, r.ssrc))
-            if r.missing:
-                nacks = r.take_nacks()
-                if nacks:
-                    feedback.append(build_nack(self.rtcp_ssrc, r.ssrc, nacks))
+            feedback += r.take_feedback(now_ns)
         if not report and not feedback:
             return
         blocks = [r.report_block(now_ns) for r in receivers if r.packets] if report else []

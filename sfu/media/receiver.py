@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from sfu.media.counters import DropReason, new_drops
+from sfu.media.keyframes import KeyFrameRequester
 from sfu.media.retransmit import RetransmitBuffer
+from sfu.media.rtcp import build_nack
 from sfu.media.rtp import (
     HEADER,
     KEY_FRAME_DETECTORS,
@@ -18,7 +20,6 @@ from sfu.media.rtp import (
 if TYPE_CHECKING:
     from sfu.media.forwarder import Forwarder
 
-KEY_FRAME_INTERVAL_NS = 500_000_000  # at most one PLI per feed per 500 ms towards the publisher
 MAX_NACK_TRIES = 3
 MAX_MISSING = 256
 _HEADER_UNPACK = HEADER.unpack_from
@@ -48,14 +49,15 @@ class Receiver:
         "expected_prior",
         "ext_id_map",
         "ext_identity",
+        "feedback",
         "fmtp",
         "forwarders",
         "highest_seq",
         "jitter_q4",
+        "key_frame_requester",
         "key_frames",
         "kind",
         "last_key_frame_ns",
-        "last_pli_ns",
         "last_transit",
         "listener",
         "mid",
@@ -66,10 +68,10 @@ class Receiver:
         "packets",
         "payload_type",
         "pli_pending",
-        "plis_out",
         "received_prior",
         "repaired",
         "ring",
+        "sender_ssrc",
         "sr_arrival_ns",
         "sr_ntp",
         "sr_rtp_ts",
@@ -89,6 +91,7 @@ class Receiver:
         ext_id_map: bytes = bytes(256),
         ext_identity: bool = True,
         ring_size: int = 1024,
+        sender_ssrc: int = 1,
     ) -> None:
         self.listener = listener
         self.mid = mid
@@ -110,7 +113,6 @@ class Receiver:
         self.key_frames = 0
         self.repaired = 0
         self.nacks_out = 0
-        self.plis_out = 0
         self.highest_seq = -1
         self.base_seq = 0
         self.cycles = 0
@@ -120,8 +122,11 @@ class Receiver:
         self.received_prior = 0
         self.missing: dict[int, int] = {}
         self.last_key_frame_ns = 0
-        self.last_pli_ns = -KEY_FRAME_INTERVAL_NS
-        self.pli_pending = False
+        self.sender_ssrc = sender_ssrc  # our RTCP SSRC towards the publisher
+        # PLI/FIR to the publisher at most once per 500 ms per feed (sfu/media/keyframes.py)
+        self.key_frame_requester = KeyFrameRequester(sender_ssrc, ssrc) if kind == "video" else None
+        self.feedback: list[bytes] = []  # RTCP for the publisher, sent on the transport's next flush
+        self.pli_pending = False  # a key frame was wanted before the SSRC was known
         self.sr_ntp = 0
         self.sr_rtp_ts = 0
         self.sr_arrival_ns = 0
@@ -177,6 +182,8 @@ class Receiver:
         if key_frame:
             self.key_frames += 1
             self.last_key_frame_ns = now_ns
+            if self.key_frame_requester is not None:
+                self.key_frame_requester.on_key_frame()
         self.ring.store(seq, data)
         if self.muted:
             self.drops[_MUTED] += 1
@@ -210,22 +217,46 @@ class Receiver:
             self.nacks_out += 1
         return out
 
-    def request_key_frame(self, now_ns: int, urgent: bool = False) -> None:
-        """Asks the publisher for a key frame, coalesced to one PLI per KEY_FRAME_INTERVAL_NS."""
-        if self.kind != "video" or self.pli_pending:
+    def request_key_frame(self, now_ns: int) -> None:
+        """Asks the publisher for a key frame; `KeyFrameRequester` coalesces (one per 500 ms per feed)."""
+        requester = self.key_frame_requester
+        if requester is None:
             return
-        if not urgent and now_ns - self.last_pli_ns < KEY_FRAME_INTERVAL_NS:
+        if not self.ssrc:
+            self.pli_pending = True
             return
-        self.pli_pending = True
-        self.listener.on_receiver_feedback(self, True)
+        packet = requester.request_key_frame(now_ns // 1_000_000)
+        if packet is not None:
+            self.feedback.append(packet)
+            self.listener.on_receiver_feedback(self, True)
 
-    def take_key_frame_request(self, now_ns: int) -> bool:
-        if not self.pli_pending:
-            return False
-        self.pli_pending = False
-        self.last_pli_ns = now_ns
-        self.plis_out += 1
-        return True
+    def take_feedback(self, now_ns: int) -> list[bytes]:
+        """RTCP for the publisher due now: key frame requests (incl. remembered ones) and NACKs."""
+        out = self.feedback
+        if out:
+            self.feedback = []
+        if self.key_frame_requester is not None and self.ssrc:
+            packet = self.key_frame_requester.poll(now_ns // 1_000_000)
+            if packet is not None:
+                out.append(packet)
+        if self.missing and self.ssrc:
+            nacks = self.take_nacks()
+            if nacks:
+                out.append(build_nack(self.sender_ssrc, self.ssrc, nacks))
+        return out
+
+    def set_ssrc(self, ssrc: int, now_ns: int) -> None:
+        """The media SSRC, learned from RTP (MID extension or payload type) or changed by the publisher."""
+        self.ssrc = ssrc
+        if self.key_frame_requester is not None:
+            self.key_frame_requester.set_ssrc(ssrc)
+        if self.pli_pending:
+            self.pli_pending = False
+            self.request_key_frame(now_ns)
+
+    @property
+    def plis_out(self) -> int:
+        return self.key_frame_requester.requests_sent if self.key_frame_requester is not None else 0
 
     def on_sender_report(self, ntp: int, rtp_ts: int, now_ns: int) -> None:
         """The publisher's NTP <-> RTP mapping (RFC 3550 6.4.1), translated per subscriber on send."""

@@ -126,13 +126,13 @@ class SubscriberTransport(Transport):
             if slot.active and not slot.attached and slot.forwarder.mid:
                 slot.attached = True
                 slot.forwarder.receiver.add_forwarder(slot.forwarder)
-                slot.forwarder.receiver.request_key_frame(now_ns, urgent=True)
+                slot.forwarder.receiver.request_key_frame(now_ns)
 
     def _on_sink_connected(self) -> None:
         now_ns = _monotonic_ns()
         for slot in self._slots:
             if slot.attached:
-                slot.forwarder.receiver.request_key_frame(now_ns, urgent=True)
+                slot.forwarder.receiver.request_key_frame(now_ns)
 
     def _on_rtcp_data(self, data: bytes) -> bridge._Done:
         """Subscriber feedback: NACKs answered from the ring, PLI/FIR coalesced to the publisher."""

@@ -17,6 +17,9 @@ log = logging.getLogger("sfu.session")
 
 MAX_BUFFERED = 1000
 """Events kept for a participant that is joining or has dropped and may resume; older ones are dropped."""
+SNAPSHOT_EVENTS = frozenset({"participant_joined", "participant_left", "participant_updated",
+                             "feed_published", "feed_unpublished", "feed_updated"})
+"""Events whose effect a `joined` snapshot already shows."""
 
 
 class Connection(Protocol):
@@ -90,10 +93,10 @@ class Participant:
         elif self.connection is not None:
             self.connection.send(message)
 
-    def keep_only_messages(self) -> None:
-        """On resume the fresh `joined` state replaces missed presence events; missed messages stay."""
+    def drop_stale_presence(self) -> None:
+        """On resume the fresh `joined` snapshot replaces missed presence events; everything else stays."""
         if self._buffer is not None:
-            self._buffer = deque(m for m in self._buffer if m.get("type") == "message")
+            self._buffer = deque(m for m in self._buffer if m.get("type") not in SNAPSHOT_EVENTS)
 
     def release(self, first: dict[str, Any], seen: set[tuple[str, int]]) -> None:
         """Sends `first` (the `joined` reply), then what was buffered except messages listed in `seen`."""

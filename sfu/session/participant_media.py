@@ -171,7 +171,7 @@ class ParticipantMedia:
             raise NotFound(f"not subscribed to feed {feed_id}")
         forwarder.set_paused(paused)
         if not paused:
-            forwarder.receiver.request_key_frame(time.monotonic_ns(), urgent=True)
+            forwarder.receiver.request_key_frame(time.monotonic_ns())
 
     # -- subscriber negotiation FIFO ---------------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class Session:
             resumed = participant is not None
             if participant is not None:
                 await participant.attach(connection)
-                participant.keep_only_messages()
+                participant.drop_stale_presence()
                 participant.apply_identity(identity)
             else:
                 participant = await self._admit(identity, connection, auto_subscribe, sdk)
@@ -308,7 +308,11 @@ class Session:
         self.participants_by_uid.clear()
         self.feeds_by_id.clear()
         for participant in participants:
+            for observer in self.observers:
+                observer.on_participant_removed(self, participant)
             await participant.close(code, reason)
+        if self.media is not None:
+            await self.media.close()
         self._emit("session_ended", {"reason": reason})
         self._listener.on_session_closed(self)
 

@@ -7,7 +7,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from sfu.media.engine import MediaEngine
+from sfu.media.speakers import Speaker
 from sfu.session.participant_media import ParticipantMedia
+from sfu.session.speaker_watch import SpeakerWatch
 
 if TYPE_CHECKING:
     from sfu.media.receiver import Receiver
@@ -26,6 +28,7 @@ class SessionMedia:
         self.engine = engine
         self.receivers_by_feed: dict[str, Receiver] = {}
         self.media_by_uid: dict[str, ParticipantMedia] = {}
+        self.speakers = SpeakerWatch(self._on_speakers_changed)
         session.observers.append(self)
         session.media = self
 
@@ -44,6 +47,9 @@ class SessionMedia:
         feed = self.session.feeds_by_id.get(feed_id)
         if feed is None:
             return
+        owner = self.session.participants_by_uid.get(feed.uid)
+        if feed.kind == "audio" and owner is not None and not owner.hidden:
+            self.speakers.add(feed_id, feed.uid, receiver)
         for participant in list(self.session.participants_by_uid.values()):
             if participant.uid != feed.uid and self._auto_subscribes(participant, feed):
                 self.media_for(participant).subscribe([feed_id])
@@ -71,6 +77,7 @@ class SessionMedia:
 
     def on_feed_removed(self, session: Session, feed: Feed) -> None:
         self.receivers_by_feed.pop(feed.feed_id, None)
+        self.speakers.remove(feed.feed_id)
         for media in list(self.media_by_uid.values()):
             if feed.feed_id in media.forwarders_by_feed:
                 media.unsubscribe([feed.feed_id])
@@ -83,6 +90,17 @@ class SessionMedia:
     def on_participant_media_closed(self, media: ParticipantMedia) -> None:
         if self.media_by_uid.get(media.participant.uid) is media:
             del self.media_by_uid[media.participant.uid]
+
+    def _on_speakers_changed(self, speakers: tuple[Speaker, ...]) -> None:
+        message = {"type": "active_speakers",
+                   "speakers": [{"uid": s.uid, "level": round(s.level, 3)} for s in speakers]}
+        for participant in self.session.participants_by_uid.values():
+            participant.send(message)
+
+    async def close(self) -> None:
+        """The session ended: stop sampling speakers (participants close their own transports)."""
+        await self.speakers.close()
+        self.receivers_by_feed.clear()
 
     @staticmethod
     def _auto_subscribes(participant: Participant, feed: Feed) -> bool:

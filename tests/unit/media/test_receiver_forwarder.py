@@ -4,7 +4,8 @@ import struct
 
 from sfu.media.counters import DropReason
 from sfu.media.forwarder import Forwarder
-from sfu.media.receiver import KEY_FRAME_INTERVAL_NS, Receiver
+from sfu.media.receiver import Receiver
+from sfu.media.rtcp import Pli, parse_compound
 
 KEY = bytes([0x10, 0x00, 0x9D])
 DELTA = bytes([0x10, 0x01, 0x00])
@@ -54,7 +55,8 @@ def test_forwarder_waits_for_a_key_frame_then_rewrites_pt_seq_ts_ssrc() -> None:
     receiver = video_receiver(listener)
     f = forwarder(receiver, sink)
     receiver.on_rtp(rtp(10, 1000, DELTA), 1 * MS)
-    assert f.drops[DropReason.WAITING_FOR_KEY_FRAME] == 1 and receiver.pli_pending
+    assert f.drops[DropReason.WAITING_FOR_KEY_FRAME] == 1
+    assert parse_compound(b"".join(receiver.take_feedback(1 * MS))) == [Pli(1, 1234)]
     receiver.on_rtp(rtp(11, 4000, KEY, marker=True), 2 * MS)
     receiver.on_rtp(rtp(12, 7000, DELTA), 3 * MS)
     assert headers(sink.sent) == [(0x80, 0x80 | 97, 65535, 10, 777), (0x80, 97, 0, 3010, 777)]
@@ -86,16 +88,30 @@ def test_subscriber_nack_is_answered_from_the_ring_with_its_own_seq() -> None:
     assert f.drops[DropReason.NACK_MISS] == 1
 
 
-def test_key_frame_requests_are_coalesced_to_one_per_interval() -> None:
+def test_key_frame_requests_are_coalesced_to_one_per_feed_per_500_ms() -> None:
     listener = FakeListener()
     receiver = video_receiver(listener)
-    receiver.request_key_frame(KEY_FRAME_INTERVAL_NS)
-    assert receiver.take_key_frame_request(KEY_FRAME_INTERVAL_NS)
-    receiver.request_key_frame(KEY_FRAME_INTERVAL_NS + 100 * MS)
-    assert not receiver.pli_pending
-    receiver.request_key_frame(KEY_FRAME_INTERVAL_NS + 100 * MS, urgent=True)  # a new subscriber
-    assert receiver.pli_pending
+    receiver.request_key_frame(1000 * MS)  # a new subscriber: at once
+    assert len(receiver.take_feedback(1000 * MS)) == 1
     assert listener.calls[-1] == (receiver, True)
+    receiver.request_key_frame(1100 * MS)  # another one 100 ms later: remembered, not sent
+    receiver.request_key_frame(1200 * MS)
+    assert receiver.take_feedback(1300 * MS) == []
+    assert len(receiver.take_feedback(1500 * MS)) == 1  # the interval ended
+    assert receiver.plis_out == 2
+    receiver.request_key_frame(2100 * MS)
+    receiver.request_key_frame(2200 * MS)
+    receiver.on_rtp(rtp(1, 0, KEY), 2300 * MS)  # a key frame serves the remembered request
+    assert receiver.take_feedback(2700 * MS) == []
+
+
+def test_a_key_frame_wanted_before_the_ssrc_is_known_is_sent_once_it_is() -> None:
+    listener = FakeListener()
+    receiver = Receiver(listener, mid="0", kind="video", codec="video/VP8", clock_rate=90000, payload_type=96)
+    receiver.request_key_frame(MS)
+    assert receiver.take_feedback(MS) == []
+    receiver.set_ssrc(4321, 2 * MS)
+    assert parse_compound(b"".join(receiver.take_feedback(2 * MS))) == [Pli(1, 4321)]
 
 
 def test_muted_feed_is_not_forwarded_and_unmute_resyncs_on_a_key_frame() -> None:

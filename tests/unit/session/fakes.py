@@ -47,6 +47,10 @@ class RecordingObserver:
     def __init__(self) -> None:
         self.removed_feeds: list[str] = []
         self.removed_participants: list[str] = []
+        self.added_participants: list[str] = []
+
+    def on_participant_added(self, session: Session, participant: Participant) -> None:
+        self.added_participants.append(participant.uid)
 
     def on_feed_removed(self, session: Session, feed: Feed) -> None:
         self.removed_feeds.append(feed.feed_id)
