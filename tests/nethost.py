@@ -34,7 +34,7 @@ def unavailable_reason() -> str | None:
 
 
 @dataclass
-class TestHost:
+class NetHost:
     """A namespace `name` reachable at `address`; this machine is `gateway` on the veth link."""
 
     name: str
@@ -47,7 +47,7 @@ class TestHost:
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, index: int = 1) -> TestHost:
+    def create(cls, index: int = 1) -> NetHost:
         tag = uuid.uuid4().hex[:6]
         name, host_if, peer_if = f"sfut{tag}", f"vh{tag}", f"vp{tag}"
         gateway, address = f"10.231.{index}.1", f"10.231.{index}.2"

@@ -66,8 +66,10 @@ def test_config(data_dir: Path, **overrides: Any) -> Config:
 
 
 @asynccontextmanager
-async def start_server(data_dir: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
-    """The whole server in this process, on an ephemeral port of 127.0.0.1."""
+async def start_server(
+    data_dir: Path, extra_listen: tuple[str, ...] = (), **overrides: Any
+) -> AsyncIterator[RunningServer]:
+    """The whole server in this process, on an ephemeral port of 127.0.0.1 (and of `extra_listen`)."""
     config = test_config(data_dir, **overrides)
     app = await build_app(config)
     runner = web.AppRunner(app, handle_signals=False)
@@ -77,6 +79,8 @@ async def start_server(data_dir: Path, **overrides: Any) -> AsyncIterator[Runnin
     try:
         addresses = runner.addresses
         port = int(addresses[0][1])
+        for host in extra_listen:
+            await web.TCPSite(runner, host, port).start()
         yield RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/v1/rtc", port, app, config)
     finally:
         await runner.cleanup()

@@ -24,7 +24,11 @@ from client_sdk.examples._common import parser, token
 
 log = logging.getLogger("record_session")
 
-CONTAINERS = {"video/VP8": ("webm", "libvpx"), "video/H264": ("mkv", "h264"), "audio/opus": ("ogg", "libopus")}
+CONTAINERS = {
+    "video/VP8": ("webm", "libvpx"),
+    "video/H264": ("mkv", "h264"),
+    "audio/opus": ("ogg", "libopus"),
+}
 
 
 def _vp8_size(frame: bytes) -> tuple[int, int] | None:

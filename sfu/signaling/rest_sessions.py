@@ -94,8 +94,14 @@ async def mute_feed(request: web.Request) -> web.StreamResponse:
     muted = body.get("muted", True)
     if not isinstance(muted, bool):
         raise BadRequest("muted must be a boolean")
-    feed = session.update_feed(request.match_info["feed_id"], muted=muted)
-    return json_response(feed.to_wire())
+    feed_id = request.match_info["feed_id"]
+    if feed_id not in session.feeds_by_id:
+        raise NotFound(f"feed {feed_id} is not in the session")
+    if session.media is not None:
+        session.media.set_feed_muted(feed_id, muted)  # updates the feed and pauses its receiver
+    else:
+        session.update_feed(feed_id, muted=muted)
+    return json_response(session.feeds_by_id[feed_id].to_wire())
 
 
 async def post_message(request: web.Request) -> web.StreamResponse:

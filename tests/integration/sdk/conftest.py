@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import client_sdk
+from sfu.signaling.ws import DISPATCHER_KEY
 from tests.support import RunningServer
 
 
@@ -50,6 +51,7 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.url = ""
         self.connections = 0
+        self.refusing = False
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -58,6 +60,9 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.refusing:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
         except OSError:
@@ -110,3 +115,11 @@ async def proxy(server: RunningServer) -> AsyncIterator[TcpProxy]:
         yield running
     finally:
         await running.close()
+
+
+@pytest.fixture
+async def media_server(server: RunningServer) -> AsyncIterator[RunningServer]:
+    """The server, or a skip naming why: media tests need its publish/subscribe handlers."""
+    if "publish" not in server.app[DISPATCHER_KEY].routes_by_type:
+        pytest.skip("server has no media yet (no publish handler registered)")
+    yield server

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fractions
 import importlib.util
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
@@ -16,17 +15,10 @@ import numpy as np
 import pytest
 from aiortc import AudioStreamTrack, VideoStreamTrack
 
-from client_sdk import FeedPublished, RawFeed
+from client_sdk import FeedPublished, ParticipantLeft, RawFeed, Reconnected
 from sfu.signaling.ws import DISPATCHER_KEY
-from tests.integration.sdk.conftest import Sessions
-from tests.support import Credentials, RunningServer
-
-
-@pytest.fixture
-async def media_server(server: RunningServer) -> AsyncIterator[RunningServer]:
-    if "publish" not in server.app[DISPATCHER_KEY].routes_by_type:
-        pytest.skip("server has no media yet (no publish handler registered)")
-    yield server
+from tests.integration.sdk.conftest import Sessions, TcpProxy
+from tests.support import Credentials, RunningServer, start_server
 
 
 class ColorBars(VideoStreamTrack):
@@ -115,3 +107,37 @@ async def test_a_pre_encoded_file_is_published_without_re_encoding(
     remote = await bob.subscribe(publication.feed_id)
     frame = await remote.track.recv()
     assert isinstance(frame, av.VideoFrame) and (frame.width, frame.height) == (320, 240)
+
+
+async def test_a_reconnect_after_the_resume_window_publishes_and_subscribes_again(
+    tmp_path: Path,
+) -> None:
+    async with start_server(tmp_path / "data", resume_window_s=0.3) as running:
+        if "publish" not in running.app[DISPATCHER_KEY].routes_by_type:
+            pytest.skip("server has no media yet (no publish handler registered)")
+        creds = await running.credentials()
+        proxy = TcpProxy(running.port)
+        await proxy.start()
+        opened = Sessions(running.url)
+        try:
+            bob = await opened.connect(token=creds.token("room", "bob"), auto_subscribe=False)
+            bob_events = bob.events()
+            alice = await opened.connect(proxy.url, token=creds.token("room", "alice"))
+            video = await alice.publish(ColorBars())
+            first_id = video.feed_id
+            await bob_events.next(FeedPublished)
+            events = alice.events()
+            proxy.refusing = True
+            proxy.drop()
+            await bob_events.next(ParticipantLeft)
+            proxy.refusing = False
+            reconnected = await events.next(Reconnected, timeout_s=20)
+            assert reconnected.resumed is False
+            assert video.feed_id and video.feed_id != first_id
+            published = await bob_events.next(FeedPublished)
+            assert published.feed.feed_id == video.feed_id
+            remote = await bob.subscribe(video.feed_id)
+            assert isinstance(await remote.track.recv(), av.VideoFrame)
+        finally:
+            await opened.close_all()
+            await proxy.close()

@@ -109,3 +109,51 @@ def test_arbitrary_frames_never_break_the_session(tmp_path: Path, caplog: pytest
         loop.close()
     assert left == []
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_arbitrary_first_frames_are_answered_or_closed_cleanly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.new_event_loop()
+    stack = AsyncExitStack()
+
+    async def setup() -> tuple[Peers, Peer]:
+        running = await stack.enter_async_context(start_server(tmp_path / "d"))
+        peers = await stack.enter_async_context(open_peers(running))
+        creds = await running.credentials()
+        return peers, await peers.join(creds.token("s", "witness"))
+
+    async def first_frame(peers: Peers, kind: str, payload: Any) -> None:
+        peer = await peers.connect()
+        if kind == "bytes":
+            await peer.ws.send_bytes(payload)
+        else:
+            await peer.ws.send_str(payload)
+        await wait_until(lambda: bool(peer.frames) or peer.ws.closed)
+        first = peer.frames[0] if peer.frames else None
+        assert first is None or first["type"] in ("error", "joined"), first
+        await peer.close()
+        peers.opened.remove(peer)
+
+    try:
+        caplog.set_level(logging.INFO)
+        peers, witness = loop.run_until_complete(setup())
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(frame=frames)
+        def throw(frame: tuple[str, Any]) -> None:
+            loop.run_until_complete(first_frame(peers, *frame))
+
+        throw()
+
+        async def witness_is_untouched() -> None:
+            assert (await witness.request("ping"))["type"] == "pong"
+            assert [f["type"] for f in witness.frames] == ["joined", "pong"]
+
+        loop.run_until_complete(witness_is_untouched())
+    finally:
+        loop.run_until_complete(stack.aclose())
+        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        loop.close()
+    assert left == []
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

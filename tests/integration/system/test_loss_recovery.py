@@ -1,0 +1,110 @@
+"""NACK repair on a lossy subscriber link: a test host in a network namespace behind 5% random loss."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from client_sdk.encoded import EncodedVideoTrack
+from loadtest.media import encode_vp8
+from tests.integration.system.conftest import Sessions
+from tests.nethost import NetHost, unavailable_reason
+from tests.support import RunningServer, start_server
+
+REPO = Path(__file__).resolve().parents[3]
+SECONDS = 6.0
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def host() -> Iterator[NetHost]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    test_host = NetHost.create(index=7)
+    try:
+        yield test_host
+    finally:
+        test_host.close()
+
+
+@pytest.fixture
+async def lan_server(tmp_path: Path, host: NetHost) -> AsyncIterator[RunningServer]:
+    async with start_server(
+        tmp_path / "data", extra_listen=(host.gateway,), ice_hosts=("127.0.0.1", host.gateway)
+    ) as running:
+        yield running
+
+
+async def _decode_in_host(host: NetHost, server: RunningServer, token: str, feed_id: str) -> dict[str, object]:
+    url = f"http://{host.gateway}:{server.port}"
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", host.name, sys.executable, "-m", "tests.integration.system.netns_subscriber",
+        url, token, feed_id, str(SECONDS),
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, "subscriber process failed"
+    result: dict[str, object] = orjson.loads(out.splitlines()[-1])
+    return result
+
+
+async def _run(host: NetHost, server: RunningServer, sessions: Sessions, uid: str) -> tuple[int, int]:
+    """Frames the namespace subscriber decoded in SECONDS, and retransmissions the server sent it."""
+    creds = await server.credentials()
+    alice = await sessions.connect(token=creds.token("room", "alice"))
+    clip = encode_vp8(640, 360, fps=30, seconds=10, bitrate_bps=1_200_000, keyframe_interval_s=3)
+    feed = await alice.publish(EncodedVideoTrack(clip), source="camera")
+    session = server.server.registry.get(creds.cid, "room")
+    assert session is not None and session.media is not None
+    session_media = session.media
+    retransmissions = [0]
+
+    async def watch() -> None:
+        while True:
+            media = session_media.media_by_uid.get(uid)
+            forwarder = media.forwarders_by_feed.get(feed.feed_id) if media else None
+            if forwarder is not None:
+                retransmissions[0] = max(retransmissions[0], forwarder.retransmissions)
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        result = await _decode_in_host(host, server, creds.token("room", uid), feed.feed_id)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    await alice.close()
+    assert result["sizes"] == [[640, 360]]
+    frames = result["frames"]
+    assert isinstance(frames, int)
+    return frames, retransmissions[0]
+
+
+async def test_nack_keeps_decoded_frames_within_5_percent_under_5_percent_loss(
+    host: NetHost, lan_server: RunningServer, tmp_path: Path
+) -> None:
+    sessions = Sessions(lan_server.url)
+    try:
+        clean_frames, _ = await _run(host, lan_server, sessions, "clean")
+        via = host.set_loss(5)
+        lossy_frames, retransmissions = await _run(host, lan_server, sessions, "lossy")
+    finally:
+        await sessions.close_all()
+    print(f"loss via {via}: {clean_frames} frames clean, {lossy_frames} at 5% loss, "
+          f"{retransmissions} retransmissions")
+    assert clean_frames > SECONDS * 30 * 0.8
+    assert retransmissions > 0, "the server answered no NACK"
+    assert lossy_frames >= clean_frames * 0.95
