@@ -32,7 +32,9 @@ class Credentials:
         return create_token(key_id=self.key_id, secret=self.secret, sid=sid, uid=uid, **claims)
 
     def admin_token(self) -> str:
-        return create_token(key_id=self.key_id, secret=self.secret, sid=None, uid=None, grants={"admin": True})
+        return create_token(
+            key_id=self.key_id, secret=self.secret, sid=None, uid=None, grants={"admin": True}
+        )
 
 
 @dataclass(slots=True)
@@ -87,10 +89,10 @@ async def start_server(
 
 
 async def wait_until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, interval: float = 0.02
+    predicate: Callable[[], bool | Awaitable[bool]], timeout_s: float = 5.0, interval: float = 0.02
 ) -> None:
-    """Polls `predicate` until it is true; fails with a clear message after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    """Polls `predicate` until it is true; fails with a clear message after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
     while True:
         result = predicate()
         if not isinstance(result, bool):
@@ -98,5 +100,5 @@ async def wait_until(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+            raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")
         await asyncio.sleep(interval)

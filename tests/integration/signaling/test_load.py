@@ -29,7 +29,7 @@ async def test_200_clients_joining_at_once_all_get_joined_and_every_presence_eve
     started = time.monotonic()
     joined = await asyncio.gather(*(peers.join(token) for token in tokens))
     all_joined = time.monotonic() - started
-    await wait_until(lambda: all(knows_everyone(p) for p in joined), timeout=60)
+    await wait_until(lambda: all(knows_everyone(p) for p in joined), timeout_s=60)
     everything = time.monotonic() - started
     print(f"\n{CLIENTS} clients: all joined in {all_joined:.2f} s, "
           f"every presence event in {everything:.2f} s")

@@ -10,6 +10,7 @@ import asyncio
 import sys
 import time
 
+import av
 import orjson
 
 import client_sdk
@@ -19,6 +20,7 @@ async def run(url: str, token: str, feed_id: str, seconds: float) -> dict[str, o
     async with await client_sdk.connect(url, token=token, auto_subscribe=False) as session:
         remote = await session.subscribe(feed_id)
         frame = await asyncio.wait_for(remote.track.recv(), 20)
+        assert isinstance(frame, av.VideoFrame)
         frames, sizes = 1, {(frame.width, frame.height)}
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
@@ -26,6 +28,7 @@ async def run(url: str, token: str, feed_id: str, seconds: float) -> dict[str, o
                 frame = await asyncio.wait_for(remote.track.recv(), left)
             except TimeoutError:
                 break
+            assert isinstance(frame, av.VideoFrame)
             frames += 1
             sizes.add((frame.width, frame.height))
         return {"frames": frames, "sizes": sorted(sizes)}

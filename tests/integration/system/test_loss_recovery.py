@@ -43,7 +43,9 @@ async def lan_server(tmp_path: Path, host: NetHost) -> AsyncIterator[RunningServ
         yield running
 
 
-async def _decode_in_host(host: NetHost, server: RunningServer, token: str, feed_id: str) -> dict[str, object]:
+async def _decode_in_host(
+    host: NetHost, server: RunningServer, token: str, feed_id: str
+) -> dict[str, object]:
     url = f"http://{host.gateway}:{server.port}"
     proc = await asyncio.create_subprocess_exec(
         "ip", "netns", "exec", host.name, sys.executable, "-m", "tests.integration.system.netns_subscriber",

@@ -100,6 +100,7 @@ def test_key_frame_requests_are_coalesced_to_one_per_feed_per_500_ms() -> None:
     assert len(receiver.take_feedback(1500 * MS)) == 1  # the interval ended
     assert receiver.plis_out == 2
     receiver.request_key_frame(2100 * MS)
+    assert len(receiver.take_feedback(2100 * MS)) == 1
     receiver.request_key_frame(2200 * MS)
     receiver.on_rtp(rtp(1, 0, KEY), 2300 * MS)  # a key frame serves the remembered request
     assert receiver.take_feedback(2700 * MS) == []
