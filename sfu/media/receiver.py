@@ -233,8 +233,7 @@ class Receiver:
     def take_feedback(self, now_ns: int) -> list[bytes]:
         """RTCP for the publisher due now: key frame requests (incl. remembered ones) and NACKs."""
         out = self.feedback
-        if out:
-            self.feedback = []
+        self.feedback = []
         if self.key_frame_requester is not None and self.ssrc:
             packet = self.key_frame_requester.poll(now_ns // 1_000_000)
             if packet is not None:
