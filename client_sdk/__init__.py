@@ -44,7 +44,8 @@ from client_sdk.events import (
 )
 from client_sdk.feeds import LocalFeed, RawFeed, RemoteFeed
 from client_sdk.hub import EventStream
-from client_sdk.session import FilePublication, Session, connect
+from client_sdk.requests import FilePublication
+from client_sdk.session import Session, connect
 from client_sdk.wire import Feed, Grants, IceServer, Joined, Layer, Message, Participant, SessionInfo
 
 __version__ = "0.1.0"

@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
 from client_sdk.rawtap import MediaSection, RawSink
 from client_sdk.wire import Feed
 
 if TYPE_CHECKING:
-    from client_sdk.session import Session
+    from client_sdk.requests import Requests
+
+
+class SenderTrack(MediaStreamTrack):
+    """What aiortc's sender gets instead of the user's track.
+
+    aiortc's `RTCRtpSender` stops its track when its loop ends, which includes the transport going away
+    (the server dropped us after the resume window). Giving it this proxy keeps the user's track alive, so
+    a fresh rejoin can publish the same track again; the SDK never stops a track it was given.
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self._source.recv()
 
 
 class LocalFeed:
     """A track this session publishes; `feed_id` may change if a reconnect had to publish it afresh."""
 
-    def __init__(self, session: Session, track: MediaStreamTrack, source: str, name: str | None) -> None:
+    def __init__(self, session: Requests, track: MediaStreamTrack, source: str, name: str | None) -> None:
         self._session = session
         self.track = track
         self.source = source
@@ -29,6 +49,9 @@ class LocalFeed:
         self.muted = False
         self.active = True
         self.transceiver: RTCRtpTransceiver | None = None
+
+    def new_sender_track(self) -> SenderTrack:
+        return SenderTrack(self.track)
 
     def __repr__(self) -> str:
         return f"LocalFeed(feed_id={self.feed_id!r}, kind={self.kind!r}, source={self.source!r})"
@@ -43,7 +66,7 @@ class LocalFeed:
 class RemoteFeed:
     """A subscribed feed; `track` yields decoded frames (aiortc `VideoFrame`/`AudioFrame`)."""
 
-    def __init__(self, session: Session, feed_id: str, info: Feed | None) -> None:
+    def __init__(self, session: Requests, feed_id: str, info: Feed | None) -> None:
         self._session = session
         self.feed_id = feed_id
         self.info = info
@@ -86,7 +109,7 @@ class RemoteFeed:
 class RawFeed(RemoteFeed):
     """A subscribed feed read as RTP packets (`decode=False`): for recorders and relays."""
 
-    def __init__(self, session: Session, feed_id: str, info: Feed | None) -> None:
+    def __init__(self, session: Requests, feed_id: str, info: Feed | None) -> None:
         super().__init__(session, feed_id, info)
         self.sink = RawSink()
         self.section: MediaSection | None = None

@@ -11,16 +11,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.sdp import candidate_from_sdp
 
 from client_sdk.errors import BadRequest
 from client_sdk.events import DataReceived, decode_data_message
 from client_sdk.feeds import LocalFeed, RawFeed, RemoteFeed
 from client_sdk.ice import close_peer_connection, gather_on
-from client_sdk.rawtap import RtpTap, media_sections
+from client_sdk.rawtap import MediaSection, RtpTap, media_sections
 from client_sdk.wire import JsonObject
 
 log = logging.getLogger("client_sdk.peers")
@@ -62,7 +67,7 @@ class PublisherPeer:
         """Adds `added` (may be empty: a plain renegotiation) and runs one `publish` exchange."""
         async with self._lock:
             for feed in added:
-                feed.transceiver = self.pc.addTransceiver(feed.track, direction="sendonly")
+                feed.transceiver = self.pc.addTransceiver(feed.new_sender_track(), direction="sendonly")
             offer = await self.pc.createOffer()
             with gather_on(self._hosts):
                 await self.pc.setLocalDescription(offer)
@@ -131,6 +136,7 @@ class SubscriberPeer:
         self._make_remote = make_remote
         self._queue: asyncio.Queue[JsonObject] = asyncio.Queue()
         self._taps_by_transport: dict[int, RtpTap] = {}
+        self._transceivers_by_feed: dict[str, tuple[RTCRtpTransceiver, MediaSection | None]] = {}
         self.remotes_by_feed: dict[str, RemoteFeed] = {}
         self._waiters_by_feed: dict[str, list[asyncio.Future[None]]] = {}
         self.pc.on("datachannel", self._on_datachannel)
@@ -140,8 +146,19 @@ class SubscriberPeer:
         self._queue.put_nowait(message)
 
     def expect(self, remote: RemoteFeed) -> None:
-        """Registers a feed before `subscribe` is sent, so a raw feed is tapped before its first packet."""
+        """Registers a feed before `subscribe` is sent, so a raw feed is tapped before its first packet.
+
+        A feed already negotiated (auto_subscribe) is bound at once: no new offer may come for it.
+        """
         self.remotes_by_feed[remote.feed_id] = remote
+        known = self._transceivers_by_feed.get(remote.feed_id)
+        if known is not None:
+            self._bind(remote, *known)
+
+    def _bind(self, remote: RemoteFeed, transceiver: RTCRtpTransceiver, section: MediaSection | None) -> None:
+        remote._track = transceiver.receiver.track
+        if isinstance(remote, RawFeed):
+            self._tap(transceiver, remote, section)
 
     async def wait_for(self, feed_id: str) -> None:
         """Returns once the feed has a track (an offer carrying it was applied)."""
@@ -153,6 +170,7 @@ class SubscriberPeer:
         await future
 
     def forget(self, feed_id: str) -> RemoteFeed | None:
+        self._transceivers_by_feed.pop(feed_id, None)
         remote = self.remotes_by_feed.pop(feed_id, None)
         if isinstance(remote, RawFeed):
             for tap in self._taps_by_transport.values():
@@ -183,9 +201,8 @@ class SubscriberPeer:
             remote = self.remotes_by_feed.get(feed_id)
             if remote is None:
                 remote = self.remotes_by_feed[feed_id] = self._make_remote(feed_id)
-            remote._track = transceiver.receiver.track
-            if isinstance(remote, RawFeed):
-                self._tap(transceiver, remote, sections.get(transceiver.mid or ""))
+            known = self._transceivers_by_feed[feed_id] = (transceiver, sections.get(transceiver.mid or ""))
+            self._bind(remote, *known)
         answer = await self.pc.createAnswer()
         with gather_on(self._hosts):
             await self.pc.setLocalDescription(answer)
@@ -203,7 +220,7 @@ class SubscriberPeer:
                     if not future.done():
                         future.set_result(None)
 
-    def _tap(self, transceiver: Any, remote: RawFeed, section: Any) -> None:
+    def _tap(self, transceiver: RTCRtpTransceiver, remote: RawFeed, section: MediaSection | None) -> None:
         dtls = transceiver.receiver.transport
         tap = self._taps_by_transport.get(id(dtls))
         if tap is None:

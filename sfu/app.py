@@ -8,7 +8,7 @@ from aiohttp import web
 
 from sfu.config import Config
 from sfu.server import SERVER_KEY, Server
-from sfu.signaling import rest_keys, rest_sessions, ws
+from sfu.signaling import rest_keys, rest_metrics, rest_sessions, ws
 from sfu.signaling.http_util import error_middleware
 from sfu.signaling.media_handlers import media_dispatcher
 from sfu.store.base import Store
@@ -23,8 +23,9 @@ async def build_app(config: Config, store: Store | None = None) -> web.Applicati
     app[SERVER_KEY] = server
     rest_keys.add_routes(app)
     rest_sessions.add_routes(app)
+    rest_metrics.add_routes(app)
     ws.add_routes(app, media_dispatcher())
-    _add_static_routes(app)
+    _add_static_routes(app, config.web_root or WEB_ROOT)
 
     async def _close(_: web.Application) -> None:
         await server.close()
@@ -33,9 +34,9 @@ async def build_app(config: Config, store: Store | None = None) -> web.Applicati
     return app
 
 
-def _add_static_routes(app: web.Application) -> None:
-    demo = WEB_ROOT / "demo"
-    sdk = WEB_ROOT / "sdk"
+def _add_static_routes(app: web.Application, web_root: Path) -> None:
+    demo = web_root / "demo"
+    sdk = web_root / "sdk"
 
     async def index(_: web.Request) -> web.StreamResponse:
         page = demo / "index.html"

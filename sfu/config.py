@@ -33,6 +33,7 @@ class Config:
     frames_per_s: float = 50.0
     frame_burst: int = 100
     message_retention_days: float = 7.0
+    web_root: Path | None = None  # demo page and browser SDK; None: the checkout's web/ directory
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,6 +87,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "frames_per_s": (_positive_float, "sustained WebSocket frames per second per connection"),
     "frame_burst": (_positive_int, "WebSocket frame burst allowance"),
     "message_retention_days": (_positive_float, "days persisted data messages are kept"),
+    "web_root": (Path, "directory holding demo/ and sdk/ (default: web/ of the checkout)"),
 }
 
 

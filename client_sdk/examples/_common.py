@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from client_sdk.tokens import create_token
 
@@ -18,7 +19,9 @@ def parser(description: str, uid: str) -> argparse.ArgumentParser:
     return parser
 
 
-def token(args: argparse.Namespace, **claims: object) -> str:
+def token(args: argparse.Namespace, **claims: Any) -> str:
     """A join token for `args.uid` in `args.session`; examples mint their own, a real bot gets one."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return create_token(args.key_id, args.secret, args.session, args.uid, **claims)  # type: ignore[arg-type]
+    for noisy in ("aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return create_token(args.key_id, args.secret, args.session, args.uid, **claims)

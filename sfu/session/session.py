@@ -99,7 +99,11 @@ class Session:
                 participant = await self._admit(identity, connection, auto_subscribe, sdk)
             participant.watch_expiry(identity.expires_at)
             body = self._joined_body(participant, resumed)
-        body["history"] = await self.pipelines.history_for(participant.uid)
+        try:
+            body["history"] = await self.pipelines.history_for(participant.uid)
+        except Exception:
+            await self.remove_participant(participant, "left", 1011)
+            raise
         seen = {(pipeline, m["seq"]) for pipeline, ms in body["history"].items() for m in ms}
         return JoinResult(participant, body, seen, resumed)
 

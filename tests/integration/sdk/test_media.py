@@ -6,6 +6,7 @@ with the reason "server has no media yet", and they are expected to pass once it
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import importlib.util
 from pathlib import Path
@@ -137,7 +138,24 @@ async def test_a_reconnect_after_the_resume_window_publishes_and_subscribes_agai
             published = await bob_events.next(FeedPublished)
             assert published.feed.feed_id == video.feed_id
             remote = await bob.subscribe(video.feed_id)
-            assert isinstance(await remote.track.recv(), av.VideoFrame)
+            async with asyncio.timeout(10):
+                assert isinstance(await remote.track.recv(), av.VideoFrame)
         finally:
             await opened.close_all()
             await proxy.close()
+
+
+async def test_an_auto_subscribed_feed_can_be_taken_decoded_or_raw(
+    media_server: RunningServer, sessions: Sessions, creds: Credentials
+) -> None:
+    bob = await sessions.connect(token=creds.token("room", "bob"))
+    alice = await sessions.connect(token=creds.token("room", "alice"))
+    video = await alice.publish(ColorBars())
+    remote = await bob.subscribe(video.feed_id)
+    async with asyncio.timeout(10):
+        assert isinstance(await remote.track.recv(), av.VideoFrame)
+    raw = await bob.subscribe(video.feed_id, decode=False)
+    await raw.request_key_frame()
+    async with asyncio.timeout(10):
+        packet = await anext(aiter(raw.packets()))
+    assert packet.payload

@@ -114,3 +114,16 @@ async def test_a_raw_sink_drops_the_oldest_packets_when_full_and_ends_on_close()
     received = [p.sequence_number async for p in sink.packets()]
     assert received == list(range(5, 4100))
     assert sink.dropped == 5
+
+
+def test_aioice_starts_consent_checks_through_the_instance_attribute() -> None:
+    """`close_peer_connection` relies on it to disarm a consent task started after close."""
+    source = inspect.getsource(aioice.ice.Connection.connect)
+    assert "asyncio.create_task(self.query_consent())" in source
+
+
+def test_aiortc_senders_stop_their_track_when_they_end() -> None:
+    """Why the SDK gives aiortc a `SenderTrack` proxy and not the user's track."""
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    assert "self.__track.stop()" in inspect.getsource(RTCRtpSender._run_rtp)

@@ -1,0 +1,168 @@
+"""`python -m loadtest`: P publishers x S subscribers against a server, a report table, and sweeps.
+
+    python -m loadtest --spawn -p 1 -s 10 --duration 20
+    python -m loadtest --url http://127.0.0.1:7880 --key-id K --secret S -p 2 -s 20
+    python -m loadtest --spawn --sweep subscribers=1,10,50 --out loadtest-results
+
+Progress goes to stderr; the table (or one JSON object with `--json`) to stdout. With `--sweep`, a JSON
+file and a PNG plot (CPU per forwarded packet and loss vs the swept count) are written to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from loadtest.report import Report, details, machine, table
+from loadtest.runner import LoadConfig, run_load
+from loadtest.spawn import SpawnedServer
+from loadtest.worker import MediaSpec
+
+SWEEPABLE = ("subscribers", "publishers")
+
+
+def _bitrate(text: str) -> int:
+    text = text.strip().lower()
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("km")) * scale)
+
+
+def _sweep(text: str) -> tuple[str, list[int]]:
+    name, _, values = text.partition("=")
+    if name not in SWEEPABLE or not values:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(SWEEPABLE)}=N,N,...")
+    return name, [int(v) for v in values.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    target = p.add_argument_group("server")
+    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:7880")
+    target.add_argument("--key-id", help="a secret key's key_id (signs the participants' tokens)")
+    target.add_argument("--secret", help="that key's secret")
+    target.add_argument(
+        "--spawn", action="store_true", help="start `sfu serve` on a free port (temp data dir)"
+    )
+    load = p.add_argument_group("load")
+    load.add_argument("-p", "--publishers", type=int, default=1)
+    load.add_argument("-s", "--subscribers", type=int, default=1)
+    load.add_argument("--duration", type=float, default=20.0, help="measurement window, seconds")
+    load.add_argument("--warmup", type=float, default=2.0, help="seconds after every stream has packets")
+    load.add_argument("--workers", type=int, default=0, help="worker processes (0: one per 25 subscribers)")
+    load.add_argument(
+        "--sweep", type=_sweep, metavar="NAME=N,N,..", help="subscribers=1,10,50 or publishers=.."
+    )
+    media = p.add_argument_group("media (pre-encoded, cached)")
+    media.add_argument("--width", type=int, default=640)
+    media.add_argument("--height", type=int, default=360)
+    media.add_argument("--fps", type=int, default=30)
+    media.add_argument("--bitrate", type=_bitrate, default=800_000, help="VP8 target, e.g. 800k, 1.5m")
+    media.add_argument("--keyframe-interval", type=float, default=2.0, help="seconds between key frames")
+    media.add_argument("--audio", choices=("opus", "none"), default="opus")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    out.add_argument("--out", type=Path, default=Path("loadtest-results"), help="directory for sweep files")
+    out.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _config(args: argparse.Namespace, url: str, key_id: str, secret: str) -> LoadConfig:
+    media = MediaSpec(
+        args.width, args.height, args.fps, args.bitrate, args.keyframe_interval, args.audio == "opus"
+    )
+    return LoadConfig(url, key_id, secret, args.publishers, args.subscribers, args.duration, args.warmup,
+                      args.workers, media)  # fmt: skip
+
+
+def run_point(args: argparse.Namespace, overrides: dict[str, Any]) -> Report:
+    """One run; with --spawn a fresh server per run, so RSS and CPU belong to this load alone."""
+    progress = None if args.quiet else _stderr
+    if args.spawn:
+        with SpawnedServer() as server:
+            config = replace(_config(args, server.url, server.key_id, server.secret), **overrides)
+            return asyncio.run(run_load(config, progress))
+    config = replace(_config(args, args.url, args.key_id, args.secret), **overrides)
+    return asyncio.run(run_load(config, progress))
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.spawn and not (args.url and args.key_id and args.secret):
+        print("loadtest: error: give --spawn, or --url with --key-id and --secret", file=sys.stderr)
+        return 2
+    command = "python -m loadtest " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.sweep is None:
+        report = run_point(args, {})
+        if args.json:
+            print(json.dumps({"machine": machine(), "command": command, "report": report.to_json()}))
+        else:
+            print(table([report]))
+            print(details(report))
+        return 0 if not report.errors else 1
+    name, values = args.sweep
+    reports = [run_point(args, {name: value}) for value in values]
+    written = write_sweep(args.out, name, command, reports)
+    print(table(reports))
+    for report in reports:
+        print(f"{name}={getattr(report, name)}: {details(report)}")
+    memory = per_subscriber_bytes(reports)
+    if memory is not None:
+        print(f"server RSS per subscriber (first to last point): {memory / 1e6:.2f} MB")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def per_subscriber_bytes(reports: list[Report]) -> float | None:
+    """RSS slope between the first and last point of a subscriber sweep (each with a fresh server)."""
+    if len(reports) < 2 or reports[-1].subscribers == reports[0].subscribers:
+        return None
+    rss = reports[-1].server_rss_bytes - reports[0].server_rss_bytes
+    return rss / (reports[-1].subscribers - reports[0].subscribers) / max(reports[0].publishers, 1)
+
+
+def write_sweep(out: Path, name: str, command: str, reports: list[Report]) -> list[Path]:
+    """`sweep-<name>-<time>.json` and `.png` in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"sweep-{name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    body: dict[str, Any] = {"machine": machine(), "command": command, "swept": name,
+                            "points": [r.to_json() for r in reports],
+                            "rss_per_subscriber_bytes": per_subscriber_bytes(reports)}  # fmt: skip
+    json_path = stem.with_suffix(".json")
+    json_path.write_text(json.dumps(body, indent=2))
+    png_path = stem.with_suffix(".png")
+    plot(reports, name, png_path)
+    return [json_path, png_path]
+
+
+def plot(reports: list[Report], name: str, path: Path) -> None:
+    """CPU us per forwarded packet and loss % against the swept count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [getattr(r, name) for r in reports]
+    fig, (cpu_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    cpu_ax.plot(xs, [r.server_cpu_us_per_packet for r in reports], marker="o")
+    cpu_ax.set(xlabel=name, ylabel="server CPU us per forwarded packet", title="CPU per packet")
+    cpu_ax.set_ylim(bottom=0)
+    loss_ax.plot(xs, [r.loss_pct for r in reports], marker="o", color="tab:red")
+    loss_ax.set(xlabel=name, ylabel="loss %", title="loss at subscribers")
+    loss_ax.set_ylim(bottom=0)
+    for ax in (cpu_ax, loss_ax):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,179 @@
+"""The numbers of one run, from worker snapshots and `/metrics` at the start and end of the window."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from loadtest.stats import percentile
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    publishers: int
+    subscribers: int
+    workers: int
+    feeds: int
+    streams: int  # feeds x subscribers
+    duration_s: float
+    # clients (workers)
+    sent_pps: float
+    received_pps: float
+    received_payload_mbps: float
+    expected: int
+    lost: int
+    loss_pct: float
+    reordered: int
+    duplicates: int
+    jitter_ms: float  # mean over streams, RFC 3550 interarrival jitter
+    latency_samples: int
+    latency_ms_p50: float
+    latency_ms_p95: float
+    latency_ms_p99: float
+    worker_cpu_pct: list[float]
+    # server (/metrics deltas); NaN when /metrics could not be read
+    server_pps_in: float
+    server_pps_out: float
+    server_mbps_in: float
+    server_mbps_out: float
+    server_cpu_pct: float
+    server_cpu_us_per_packet: float
+    server_rss_bytes: float
+    server_loop_lag_max_s: float
+    server_drops: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+def _delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    if name not in after or name not in before:
+        return math.nan
+    return after[name] - before[name]
+
+
+def build_report(
+    publishers: int,
+    subscribers: int,
+    workers: int,
+    feeds: int,
+    snaps: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+    metrics: tuple[dict[str, float], dict[str, float]],
+    duration_s: float,
+    errors: list[str],
+) -> Report:
+    """Window deltas; latency comes from the end snapshots, which carry the window's samples."""
+    s0 = {s["worker"]: s for s in snaps[0]}
+    s1 = {s["worker"]: s for s in snaps[1]}
+    span = max(duration_s, 1e-6)
+
+    def client(name: str) -> int:
+        return sum(s1[w][name] - s0[w][name] for w in s1 if w in s0)
+
+    expected, lost = client("expected"), client("lost")
+    latency = sorted(x for s in s1.values() for x in s.get("latency_ms", []))
+    jitters = [j for s in s1.values() for j in s["jitter_ms"]]
+    m0, m1 = metrics
+    cpu_s = _delta(m0, m1, "process_cpu_seconds_total")
+    out_packets = _delta(m0, m1, "sfu_packets_out_total")
+    drops = {
+        k.removeprefix("sfu_drops_total"): m1[k] - m0.get(k, 0.0)
+        for k in m1
+        if k.startswith("sfu_drops_total{") and m1[k] - m0.get(k, 0.0) > 0
+    }
+    return Report(
+        publishers=publishers,
+        subscribers=subscribers,
+        workers=workers,
+        feeds=feeds,
+        streams=feeds * subscribers,
+        duration_s=round(duration_s, 2),
+        sent_pps=client("pub_packets") / span,
+        received_pps=client("received") / span,
+        received_payload_mbps=client("received_bytes") * 8 / span / 1e6,
+        expected=expected,
+        lost=lost,
+        loss_pct=100.0 * lost / expected if expected else math.nan,
+        reordered=client("reordered"),
+        duplicates=client("duplicates"),
+        jitter_ms=sum(jitters) / len(jitters) if jitters else math.nan,
+        latency_samples=len(latency),
+        latency_ms_p50=percentile(latency, 0.50),
+        latency_ms_p95=percentile(latency, 0.95),
+        latency_ms_p99=percentile(latency, 0.99),
+        worker_cpu_pct=[
+            round(100 * (s1[w]["cpu_s"] - s0[w]["cpu_s"]) / span, 1) for w in sorted(s1) if w in s0
+        ],
+        server_pps_in=_delta(m0, m1, "sfu_packets_in_total") / span,
+        server_pps_out=out_packets / span,
+        server_mbps_in=_delta(m0, m1, "sfu_bytes_in_total") * 8 / span / 1e6,
+        server_mbps_out=_delta(m0, m1, "sfu_bytes_out_total") * 8 / span / 1e6,
+        server_cpu_pct=100 * cpu_s / span,
+        server_cpu_us_per_packet=cpu_s * 1e6 / out_packets if out_packets else math.nan,
+        server_rss_bytes=m1.get("process_resident_memory_bytes", math.nan),
+        server_loop_lag_max_s=m1.get("sfu_event_loop_lag_max_seconds", math.nan),
+        server_drops=drops,
+        errors=errors,
+    )
+
+
+COLUMNS = (
+    "pubs", "subs", "pkt/s in", "pkt/s out", "Mbit/s in", "Mbit/s out", "loss %",
+    "latency p50/p95/p99 ms", "server CPU %", "CPU us/fwd pkt", "server RSS MB",
+)  # fmt: skip
+
+
+def _f(value: float, digits: int = 0) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def table_row(r: Report) -> str:
+    latency = "/".join(_f(v, 1) for v in (r.latency_ms_p50, r.latency_ms_p95, r.latency_ms_p99))
+    cells = [
+        str(r.publishers), str(r.subscribers), _f(r.server_pps_in), _f(r.server_pps_out),
+        _f(r.server_mbps_in, 2), _f(r.server_mbps_out, 2), _f(r.loss_pct, 3), latency,
+        _f(r.server_cpu_pct), _f(r.server_cpu_us_per_packet, 1), _f(r.server_rss_bytes / 1e6, 0),
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def table(reports: list[Report]) -> str:
+    """A markdown table, one row per run."""
+    head = "| " + " | ".join(COLUMNS) + " |"
+    rule = "|" + "---|" * len(COLUMNS)
+    return "\n".join([head, rule, *(table_row(r) for r in reports)])
+
+
+def details(r: Report) -> str:
+    """What the table leaves out: the clients' view and anything that went wrong."""
+    lines = [
+        f"clients: sent {r.sent_pps:.0f} pkt/s, received {r.received_pps:.0f} pkt/s "
+        f"({r.received_payload_mbps:.2f} Mbit/s payload) over {r.streams} streams in {r.duration_s} s; "
+        f"lost {r.lost}/{r.expected}, reordered {r.reordered}, duplicates {r.duplicates}, "
+        f"jitter {_f(r.jitter_ms, 2)} ms, latency samples {r.latency_samples}",
+        f"worker CPU %: {r.worker_cpu_pct}; server loop lag max {_f(r.server_loop_lag_max_s * 1e3, 1)} ms",
+    ]
+    if r.server_drops:
+        lines.append("server drops: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.server_drops.items())))
+    lines.extend(f"error: {e.strip().splitlines()[-1] if e.strip() else e}" for e in r.errors[:5])
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model and Python version, for the record."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model or platform.processor(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,288 @@
+"""One load worker process: some publishers and some counting subscribers, driven over a pipe.
+
+Publishers replay pre-encoded clips (`client_sdk.encoded`), so they cost no codec time. Subscribers use
+`subscribe(feed_id, decode=False)` and read RTP headers only. Publishers and subscribers of one worker
+share a process, hence a clock: each RTP packet a publisher hands to its DTLS transport is stamped with a
+fingerprint of its payload (`SendStamps`), and a subscriber in the same worker finds the stamp again, which
+gives the latency added on the way through the server without touching the packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Final, TypeVar
+
+import client_sdk
+from client_sdk.encoded import EncodedAudioTrack, EncodedClip, EncodedVideoTrack
+from loadtest.pipe import recv
+from loadtest.stats import SendStamps, StreamStats, rtp_payload
+from sfu.metrics import process_rss_bytes
+
+CLOSE_TIMEOUT_S: Final = 10.0
+_monotonic_ns = time.monotonic_ns
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSpec:
+    """What each publisher sends: VP8 at a size and bitrate, a key frame every `keyframe_s`, Opus or none."""
+
+    width: int = 640
+    height: int = 360
+    fps: int = 30
+    bitrate_bps: int = 800_000
+    keyframe_s: float = 2.0
+    audio: bool = True
+    clip_s: float = 10.0
+
+    def clips(self) -> list[EncodedClip]:
+        """Encoded once per parameter set and cached on disk by `loadtest.media`."""
+        from loadtest.media import encode_opus, encode_vp8
+
+        video = encode_vp8(self.width, self.height, self.fps, self.clip_s, self.bitrate_bps, self.keyframe_s)
+        clips = [video]
+        if self.audio:
+            clips.append(encode_opus(self.clip_s))
+        return clips
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPlan:
+    index: int
+    url: str
+    key_id: str
+    secret: str
+    session: str
+    publishers: tuple[int, ...]
+    subscribers: tuple[int, ...]
+    media: MediaSpec
+    connect_concurrency: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRef:
+    feed_id: str
+    publisher: int
+    kind: str
+
+
+class WorkerState:
+    """Counters of the whole worker; read by `snapshot()` when the parent asks."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.stamps = SendStamps()
+        self.streams: list[StreamStats] = []
+        self.latency_ms: list[float] = []
+        self.measuring = False
+        self.pub_packets = 0
+        self.pub_octets = 0
+        self.received_bytes = 0
+        self.errors: list[str] = []
+
+    def snapshot(self, with_latency: bool) -> dict[str, Any]:
+        streams = self.streams
+        out: dict[str, Any] = {
+            "worker": self.index,
+            "pub_packets": self.pub_packets,
+            "pub_octets": self.pub_octets,
+            "streams": len(streams),
+            "streams_live": sum(1 for s in streams if s.received),
+            "received": sum(s.received for s in streams),
+            "received_bytes": self.received_bytes,
+            "expected": sum(s.expected for s in streams),
+            "lost": sum(s.lost for s in streams),
+            "reordered": sum(s.reordered for s in streams),
+            "duplicates": sum(s.duplicates for s in streams),
+            "jitter_ms": [s.jitter_ms for s in streams if s.received],
+            "cpu_s": time.process_time(),
+            "rss_bytes": process_rss_bytes(),
+            "errors": list(self.errors),
+        }
+        if with_latency:
+            out["latency_ms"], self.latency_ms = self.latency_ms, []
+        return out
+
+
+def hook_publisher(state: WorkerState, publisher: int, transport: Any) -> bool:
+    """Stamps every RTP packet the publisher's DTLS transport sends; False if aiortc moved `_send_rtp`.
+
+    NOTE: aiortc 1.16 `RTCRtpSender` calls `self.transport._send_rtp(bytes)` (looked up on the instance)
+    with each serialized RTP or RTCP packet before SRTP protection.
+    """
+    original = getattr(transport, "_send_rtp", None)
+    if original is None:
+        return False
+    stamps = state.stamps
+
+    async def send_rtp(data: bytes) -> None:
+        if len(data) >= 12 and not 192 <= data[1] <= 223:  # RTCP packet types (RFC 5761 section 4)
+            state.pub_packets += 1
+            state.pub_octets += len(data)
+            stamps.stamp(publisher, rtp_payload(data), _monotonic_ns())
+        await original(data)
+
+    transport._send_rtp = send_rtp
+    return True
+
+
+async def read_feed(state: WorkerState, raw: client_sdk.RawFeed, ref: FeedRef) -> None:
+    """Counts one raw feed until it ends or the task is cancelled."""
+    section = raw.section
+    primary = -1
+    clock = 90000 if ref.kind == "video" else 48000
+    if section is not None:
+        for pt, mime in section.codecs_by_pt.items():
+            if not mime.lower().endswith("/rtx"):
+                primary, clock = pt, section.clock_rate_by_pt.get(pt, clock)
+                break
+    stream = StreamStats(clock)
+    state.streams.append(stream)
+    stamps, publisher = state.stamps, ref.publisher
+    async for packet in raw.packets():
+        now_ns = _monotonic_ns()
+        if primary >= 0 and packet.payload_type != primary:
+            continue  # RTX and anything else that is not the feed's media
+        stream.on_packet(packet.sequence_number, packet.timestamp, now_ns)
+        state.received_bytes += len(packet.payload)
+        if state.measuring:
+            delay_ns = stamps.latency_ns(publisher, packet.payload, now_ns)
+            if delay_ns is not None:
+                state.latency_ms.append(delay_ns / 1e6)
+
+
+class Worker:
+    """Owns every session and reader task of the process; `close()` releases them all."""
+
+    def __init__(self, conn: Connection, plan: WorkerPlan) -> None:
+        self.conn = conn
+        self.plan = plan
+        self.state = WorkerState(plan.index)
+        self.sessions: list[client_sdk.Session] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self._gate = asyncio.Semaphore(plan.connect_concurrency)
+
+    def token(self, uid: str, grants: dict[str, Any]) -> str:
+        plan = self.plan
+        return client_sdk.tokens.create_token(plan.key_id, plan.secret, plan.session, uid, grants=grants)
+
+    async def connect(self, uid: str, grants: dict[str, Any]) -> client_sdk.Session:
+        session = client_sdk.Session(
+            self.plan.url,
+            token=self.token(uid, grants),
+            auto_subscribe=False,
+            reconnect=False,
+            request_timeout_s=30.0,
+        )
+        self.sessions.append(session)
+        await session.join()
+        return session
+
+    async def publish(self, clips: list[EncodedClip]) -> list[FeedRef]:
+        async def one(index: int) -> list[FeedRef]:
+            async with self._gate:
+                session = await self.connect(f"pub-{index}", {"subscribe": False})
+                tracks: list[tuple[Any, str | None, str | None]] = [
+                    (EncodedAudioTrack(c) if c.kind == "audio" else EncodedVideoTrack(c), None, None)
+                    for c in clips
+                ]
+                feeds = await session.publish_many(tracks)
+            transceiver = feeds[0].transceiver
+            if transceiver is None or not hook_publisher(self.state, index, transceiver.sender.transport):
+                self.state.errors.append(f"pub-{index}: no send hook, latency not measured")
+            return [FeedRef(f.feed_id, index, f.kind) for f in feeds]
+
+        results = await self._gather([one(i) for i in self.plan.publishers])
+        return [ref for refs in results if refs for ref in refs]
+
+    async def subscribe(self, feeds: list[FeedRef]) -> int:
+        async def one(index: int) -> bool:
+            async with self._gate:
+                session = await self.connect(f"sub-{index}", {"publish": False})
+                for ref in feeds:
+                    raw = await session.subscribe(ref.feed_id, decode=False, timeout_s=30.0)
+                    task = asyncio.create_task(read_feed(self.state, raw, ref), name=f"read-{index}")
+                    self.readers.append(task)
+            return True
+
+        results = await self._gather([one(i) for i in self.plan.subscribers])
+        return sum(1 for ok in results if ok)
+
+    async def _gather(self, jobs: list[Awaitable[T]]) -> list[T | None]:
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        results: list[T | None] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                self.state.errors.append(f"{type(outcome).__name__}: {outcome}")
+                results.append(None)
+            else:
+                results.append(outcome)
+        return results
+
+    async def close(self) -> None:
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await asyncio.gather(*(s.close() for s in reversed(self.sessions)), return_exceptions=True)
+
+    async def serve(self) -> None:
+        """The command loop: publish at start, then subscribe / snapshot / stop as the parent asks."""
+        clips = self.plan.media.clips()
+        feeds = await self.publish(clips) if self.plan.publishers else []
+        self.conn.send(("published", [(f.feed_id, f.publisher, f.kind) for f in feeds]))
+        handlers: dict[str, Callable[[Any], Awaitable[bool]]] = {
+            "subscribe": self._on_subscribe,
+            "snapshot": self._on_snapshot,
+        }
+        while True:
+            command, arg = await recv(self.conn)
+            if command == "stop":
+                return
+            await handlers[command](arg)
+
+    async def _on_subscribe(self, feeds: list[tuple[str, int, str]]) -> bool:
+        refs = [FeedRef(*f) for f in feeds]
+        ok = await self.subscribe(refs) if self.plan.subscribers else 0
+        self.conn.send(("subscribed", ok))
+        return True
+
+    async def _on_snapshot(self, phase: str) -> bool:
+        if phase == "begin":
+            self.state.latency_ms = []
+            self.state.measuring = True
+        snap = self.state.snapshot(with_latency=phase == "end")
+        if phase == "end":
+            self.state.measuring = False
+        self.conn.send(("snapshot", snap))
+        return True
+
+
+def worker_main(conn: Connection, plan: WorkerPlan) -> None:
+    """Process entry point (multiprocessing spawn): uvloop when installed, as the server uses."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(_main(conn, plan))
+
+
+async def _main(conn: Connection, plan: WorkerPlan) -> None:
+    worker = Worker(conn, plan)
+    try:
+        await worker.serve()
+    except Exception:
+        conn.send(("error", traceback.format_exc(limit=5)))
+    finally:
+        await worker.close()
+        conn.send(("stopped", worker.state.snapshot(with_latency=False)))

@@ -1,0 +1,93 @@
+"""The load tool end to end against the in-process server, and `/metrics` after real forwarding."""
+
+from __future__ import annotations
+
+import math
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+import client_sdk
+from client_sdk.encoded import EncodedVideoTrack
+from loadtest.media import encode_vp8
+from loadtest.report import table
+from loadtest.runner import LoadConfig, run_load
+from loadtest.worker import MediaSpec
+from tests.support import Credentials, RunningServer
+
+SMALL = MediaSpec(width=320, height=180, bitrate_bps=300_000, keyframe_s=1.0, clip_s=4.0)
+
+
+async def test_a_five_second_load_of_one_publisher_and_five_subscribers_loses_nothing(
+    server: RunningServer, creds: Credentials
+) -> None:
+    config = LoadConfig(server.url, creds.key_id, creds.secret, publishers=1, subscribers=5,
+                        duration_s=5.0, warmup_s=1.0, workers=1, media=SMALL)  # fmt: skip
+    report = await run_load(config, progress=None)
+    assert report.errors == []
+    assert (report.publishers, report.subscribers, report.feeds, report.streams) == (1, 5, 2, 10)
+    assert report.expected > 0 and report.lost == 0 and report.loss_pct == 0.0
+    assert report.received_pps > 0 and report.sent_pps > 0
+    assert report.latency_samples > 0
+    assert 0 < report.latency_ms_p50 <= report.latency_ms_p95 <= report.latency_ms_p99 < 1000
+    # the server's view, from /metrics deltas
+    assert report.server_pps_out > 4 * report.server_pps_in > 0
+    assert report.server_cpu_pct > 0 and report.server_cpu_us_per_packet > 0
+    assert report.server_rss_bytes > 0 and not math.isnan(report.server_mbps_out)
+    assert "| 1 | 5 |" in table([report])
+
+
+async def _scrape(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as reply:
+        assert reply.status == 200 and reply.content_type == "text/plain"
+        text = await reply.text()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+async def test_metrics_parse_and_count_forwarded_packets_after_a_short_publish_and_subscribe(
+    server: RunningServer, creds: Credentials
+) -> None:
+    before = await _scrape(server.url)
+    assert before["sfu_packets_out_total{kind=video}"] == 0
+    assert before["process_cpu_seconds_total{}"] > 0 and before["process_resident_memory_bytes{}"] > 0
+    clip = encode_vp8(320, 180, 30, 4.0, 300_000, 1.0)
+    async with (
+        await client_sdk.connect(
+            server.url, token=creds.token("room", "alice"), auto_subscribe=False
+        ) as alice,
+        await client_sdk.connect(server.url, token=creds.token("room", "bob"), auto_subscribe=False) as bob,
+    ):
+        feed = await alice.publish(EncodedVideoTrack(clip))
+        raw = await bob.subscribe(feed.feed_id, decode=False)
+        received = 0
+        async for _ in raw.packets():
+            received += 1
+            if received == 30:
+                break
+        after = await _scrape(server.url)
+        assert after["sfu_sessions{}"] == 1 and after["sfu_participants{}"] == 2
+        assert after["sfu_feeds{kind=video}"] == 1 and after["sfu_forwarders{kind=video}"] == 1
+        assert after["sfu_packets_out_total{kind=video}"] >= 30
+        assert after["sfu_bytes_out_total{kind=video}"] > after["sfu_packets_out_total{kind=video}"] * 12
+        assert after["sfu_packets_in_total{kind=video}"] >= after["sfu_packets_out_total{kind=video}"]
+        assert after["sfu_event_loop_lag_max_seconds{}"] >= 0
+
+
+async def test_stats_needs_an_admin_token_and_mirrors_the_metrics(
+    server: RunningServer, creds: Credentials
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/v1/stats") as reply:
+            assert reply.status == 401
+        headers = {"Authorization": f"Bearer {creds.admin_token()}"}
+        async with http.get(f"{server.url}/v1/stats", headers=headers) as reply:
+            assert reply.status == 200
+            stats = await reply.json()
+    assert stats["sessions"] == 0
+    assert set(stats["packets_out"]) == {"audio", "video"}
+    assert stats["process"]["rss_bytes"] > 0 and "max_10s" in stats["event_loop_lag_seconds"]
