@@ -109,9 +109,10 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
     NOTE: aioice 0.13.0 race: when `close()` comes while `Connection.connect()` is between the completed
     check list and its `await self._check_list_state.get()`, `connect()` resumes after the close and
     starts `self.query_consent()`, a task that then sleeps forever. `query_consent` is looked up on the
-    instance, so after closing we put a coroutine there that returns at once.
+    instance, so before closing we put a coroutine there that returns at once (a consent task already
+    running is cancelled by aioice's own close).
     """
     connections = _aioice_connections(pc)
-    await pc.close()
     for connection in connections:
-        connection.query_consent = _consent_not_started
+        connection.query_consent = _consent_not_started  # before: connect() may resume during close()
+    await pc.close()

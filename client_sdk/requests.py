@@ -14,7 +14,7 @@ from typing import Any, Literal, overload
 
 from aiortc import MediaStreamTrack
 
-from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout
+from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout, SfuError
 from client_sdk.feeds import LocalFeed, RawFeed, RemoteFeed
 from client_sdk.ice import rtc_configuration
 from client_sdk.peers import PublisherPeer, SubscriberPeer
@@ -122,8 +122,14 @@ class Requests:
         self, feed_id: str, *, decode: bool = True, timeout_s: float | None = None
     ) -> RemoteFeed:
         """Subscribes and returns once the track is negotiated; `decode=False` gives `RawFeed.packets()`."""
+        try:
+            remote = await self._subscribe(feed_id, decode, None, timeout_s)
+        except SfuError:
+            if self._subscriber is not None and feed_id not in self._subscribed:
+                self._subscriber.forget(feed_id)
+            raise
         self._subscribed[feed_id] = decode
-        return await self._subscribe(feed_id, decode, None, timeout_s)
+        return remote
 
     async def _subscribe(
         self, feed_id: str, decode: bool, previous: RemoteFeed | None, timeout_s: float | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -24,4 +25,7 @@ async def recv(conn: Connection, timeout_s: float | None = None) -> Any:
                 await ready
         finally:
             loop.remove_reader(fd)
+            # NOTE: uvloop (libuv) leaves a watched fd non-blocking; a large `send` on this duplex pipe
+            # would then fail half-written. Blocking mode is what multiprocessing expects.
+            os.set_blocking(fd, True)
     return conn.recv()

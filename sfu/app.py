@@ -8,7 +8,7 @@ from aiohttp import web
 
 from sfu.config import Config
 from sfu.server import SERVER_KEY, Server
-from sfu.signaling import rest_keys, rest_metrics, rest_sessions, ws
+from sfu.signaling import demo, rest_keys, rest_metrics, rest_recordings, rest_sessions, ws
 from sfu.signaling.http_util import error_middleware
 from sfu.signaling.media_handlers import media_dispatcher
 from sfu.store.base import Store
@@ -23,8 +23,10 @@ async def build_app(config: Config, store: Store | None = None) -> web.Applicati
     app[SERVER_KEY] = server
     rest_keys.add_routes(app)
     rest_sessions.add_routes(app)
+    rest_recordings.add_routes(app)
     rest_metrics.add_routes(app)
     ws.add_routes(app, media_dispatcher())
+    demo.add_routes(app)
     _add_static_routes(app, config.web_root or WEB_ROOT)
 
     async def _close(_: web.Application) -> None:

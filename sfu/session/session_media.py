@@ -4,7 +4,7 @@ auto-subscribe (PROTOCOL.md: subscribes to every feed the policy allows, now and
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sfu.media.engine import MediaEngine
 from sfu.media.speakers import Speaker
@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("sfu.session.media")
 
 
+class MediaObserver(Protocol):
+    """Told about feeds that get packets and about the end of the session's media (e.g. recordings)."""
+
+    def on_media_feed_receiver(self, feed: Feed, receiver: Receiver) -> None: ...
+    def on_media_closed(self) -> None: ...
+
+
 class SessionMedia:
     """A SessionObserver created with its session; its ParticipantMedia close with their participants."""
 
@@ -29,6 +36,7 @@ class SessionMedia:
         self.receivers_by_feed: dict[str, Receiver] = {}
         self.media_by_uid: dict[str, ParticipantMedia] = {}
         self.speakers = SpeakerWatch(self._on_speakers_changed)
+        self.media_observers: list[MediaObserver] = []
         session.observers.append(self)
         session.media = self
 
@@ -47,6 +55,8 @@ class SessionMedia:
         feed = self.session.feeds_by_id.get(feed_id)
         if feed is None:
             return
+        for observer in list(self.media_observers):
+            observer.on_media_feed_receiver(feed, receiver)
         owner = self.session.participants_by_uid.get(feed.uid)
         if feed.kind == "audio" and owner is not None and not owner.hidden:
             self.speakers.add(feed_id, feed.uid, receiver)
@@ -101,6 +111,8 @@ class SessionMedia:
         """The session ended: stop sampling speakers (participants close their own transports)."""
         await self.speakers.close()
         self.receivers_by_feed.clear()
+        for observer in list(self.media_observers):
+            observer.on_media_closed()
 
     @staticmethod
     def _auto_subscribes(participant: Participant, feed: Feed) -> bool:

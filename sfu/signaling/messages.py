@@ -31,7 +31,6 @@ SERVER_UID = "server"
 
 _IDENT_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 _PIPELINE_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
-_RID_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
 SOURCES = ("camera", "microphone", "screen", "screen_audio", "custom")
 LAYERS = ("q", "h", "f")
 
@@ -396,10 +395,6 @@ def parse_set_quality(frame: dict[str, Any]) -> SetQuality:
         layer=layer,
         paused=paused,
     )
-
-
-def check_rid(rid: object) -> bool:
-    return isinstance(rid, str) and _RID_RE.fullmatch(rid) is not None
 
 
 Parser = Callable[[dict[str, Any]], Any]

@@ -76,6 +76,21 @@ class WebhookRecord:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingRecord:
+    """A recording's metadata: `files` is the manifest (one JSON object per file, see sfu/recording)."""
+
+    recording_id: str
+    cid: str
+    sid: str
+    state: str  # recording | stopped | failed | interrupted
+    started_at: float
+    stopped_at: float | None = None
+    feed_ids: tuple[str, ...] | None = None  # None: every feed, including ones published later
+    files: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+
+
 class Store(Protocol):
     """Async so that a networked store fits; the SQLite store answers from the loop (short transactions)."""
 
@@ -142,3 +157,14 @@ class Store(Protocol):
     async def add_webhook(self, cid: str, url: str, key_id: str) -> WebhookRecord: ...
     async def list_webhooks(self, cid: str) -> list[WebhookRecord]: ...
     async def delete_webhook(self, cid: str, webhook_id: str) -> bool: ...
+
+    # recordings
+    async def save_recording(self, record: RecordingRecord) -> None:
+        """Inserts or replaces the recording's row (written at start, on each file, and at stop)."""
+        ...
+
+    async def get_recording(self, cid: str, recording_id: str) -> RecordingRecord | None: ...
+    async def list_recordings(self, cid: str) -> list[RecordingRecord]: ...
+    async def interrupt_recordings(self) -> int:
+        """At startup: recordings still marked running were cut by a crash; marks them interrupted."""
+        ...

@@ -33,6 +33,12 @@ MIGRATIONS: tuple[str, ...] = (
         key_id TEXT NOT NULL REFERENCES keys(key_id), created_at REAL NOT NULL);
     CREATE INDEX webhooks_by_cid ON webhooks(cid);
     """,
+    """
+    CREATE TABLE recordings (
+        recording_id TEXT PRIMARY KEY, cid TEXT NOT NULL, sid TEXT NOT NULL, state TEXT NOT NULL,
+        started_at REAL NOT NULL, stopped_at REAL, feed_ids TEXT, files TEXT NOT NULL, error TEXT);
+    CREATE INDEX recordings_by_cid ON recordings(cid, started_at);
+    """,
 )
 
 

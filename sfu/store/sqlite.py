@@ -29,7 +29,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sfu.auth.identity import Grants
 from sfu.auth.keys import normalize_origin_patterns
 from sfu.errors import BadRequest, Conflict, NotFound
-from sfu.store.base import ClientRecord, KeyAlgorithm, KeyRecord, StoredMessage, WebhookRecord
+from sfu.store.base import (
+    ClientRecord,
+    KeyAlgorithm,
+    KeyRecord,
+    RecordingRecord,
+    StoredMessage,
+    WebhookRecord,
+)
 from sfu.store.schema import migrate
 
 log = logging.getLogger("sfu.store")
@@ -348,6 +355,37 @@ class SqliteStore:
         cursor = self.db.execute("DELETE FROM webhooks WHERE cid = ? AND webhook_id = ?", (cid, webhook_id))
         return cursor.rowcount > 0
 
+    # recordings
+
+    async def save_recording(self, record: RecordingRecord) -> None:
+        feed_ids = orjson.dumps(list(record.feed_ids)).decode() if record.feed_ids is not None else None
+        self.db.execute(
+            "INSERT OR REPLACE INTO recordings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.recording_id, record.cid, record.sid, record.state, record.started_at, record.stopped_at,
+             feed_ids, orjson.dumps(list(record.files)).decode(), record.error),
+        )
+
+    async def get_recording(self, cid: str, recording_id: str) -> RecordingRecord | None:
+        row = self.db.execute(
+            f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE cid = ? AND recording_id = ?",
+            (cid, recording_id),
+        ).fetchone()
+        return _recording_from_row(row) if row else None
+
+    async def list_recordings(self, cid: str) -> list[RecordingRecord]:
+        rows = self.db.execute(
+            f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE cid = ? ORDER BY started_at, recording_id",
+            (cid,),
+        ).fetchall()
+        return [_recording_from_row(row) for row in rows]
+
+    async def interrupt_recordings(self) -> int:
+        cursor = self.db.execute(
+            "UPDATE recordings SET state = 'interrupted', stopped_at = ? WHERE state = 'recording'",
+            (time.time(),),
+        )
+        return int(cursor.rowcount)
+
     # internals
 
     async def _require_client(self, cid: str) -> None:
@@ -391,3 +429,11 @@ class SqliteStore:
 _KEY_COLUMNS = (
     "key_id, cid, type, algorithm, origins, grants, max_participants, public_key, revoked, created_at, mac"
 )
+_RECORDING_COLUMNS = "recording_id, cid, sid, state, started_at, stopped_at, feed_ids, files, error"
+
+
+def _recording_from_row(row: tuple[Any, ...]) -> RecordingRecord:
+    recording_id, cid, sid, state, started_at, stopped_at, feed_ids, files, error = row
+    return RecordingRecord(recording_id, cid, sid, state, started_at, stopped_at,
+                           tuple(orjson.loads(feed_ids)) if feed_ids is not None else None,
+                           tuple(orjson.loads(files)), error)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from aiortc import AudioStreamTrack, VideoStreamTrack
 
-from client_sdk import FeedPublished, ParticipantLeft, RawFeed, Reconnected
+from client_sdk import FeedPublished, FeedUnpublished, FeedUpdated, ParticipantLeft, RawFeed, Reconnected
 from sfu.signaling.ws import DISPATCHER_KEY
 from tests.integration.sdk.conftest import Sessions, TcpProxy
 from tests.support import Credentials, RunningServer, start_server
@@ -159,3 +159,25 @@ async def test_an_auto_subscribed_feed_can_be_taken_decoded_or_raw(
     async with asyncio.timeout(10):
         packet = await anext(aiter(raw.packets()))
     assert packet.payload
+
+
+async def test_mute_and_unpublish_reach_the_other_participants(
+    media_server: RunningServer, sessions: Sessions, creds: Credentials
+) -> None:
+    bob = await sessions.connect(token=creds.token("room", "bob"), auto_subscribe=False)
+    events = bob.events()
+    alice = await sessions.connect(token=creds.token("room", "alice"))
+    video = await alice.publish(ColorBars(), name="cam")
+    published = await events.next(FeedPublished)
+    assert (published.feed.uid, published.feed.source, published.feed.name) == ("alice", "camera", "cam")
+    remote = await bob.subscribe(video.feed_id)
+    async with asyncio.timeout(10):
+        assert isinstance(await remote.track.recv(), av.VideoFrame)
+    await remote.set_quality(max_width=160, max_height=120)
+    await video.mute()
+    updated = await events.next(FeedUpdated)
+    assert updated.feed.muted is True and bob.feeds_by_id[video.feed_id].muted is True
+    await video.unpublish()
+    gone = await events.next(FeedUnpublished)
+    assert gone.feed_id == video.feed_id
+    assert not remote.active and video.feed_id not in bob.feeds_by_id

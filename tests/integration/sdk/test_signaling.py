@@ -99,6 +99,15 @@ async def test_a_malformed_request_raises_bad_request_and_the_session_goes_on(
     assert await alice.ping() >= 0
 
 
+async def test_subscribing_to_a_feed_that_does_not_exist_raises_not_found(
+    sessions: Sessions, creds: Credentials
+) -> None:
+    alice = await sessions.connect(token=creds.token("room", "alice"))
+    with pytest.raises(client_sdk.NotFound):
+        await alice.subscribe("f_missing")
+    assert await alice.ping() >= 0
+
+
 async def test_sending_without_the_data_grant_raises_forbidden(
     sessions: Sessions, creds: Credentials
 ) -> None:

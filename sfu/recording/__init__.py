@@ -1,0 +1,1 @@
+"""Recording: per-feed files remuxed from RTP without re-encoding (see recorder.py)."""
