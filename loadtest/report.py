@@ -43,6 +43,7 @@ class Report:
     server_cpu_us_per_packet: float
     server_rss_bytes: float
     server_loop_lag_max_s: float
+    machine_cpu_pct: float = math.nan  # every process on the machine, 100 per busy core
     server_drops: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -65,6 +66,7 @@ def build_report(
     metrics: tuple[dict[str, float], dict[str, float]],
     duration_s: float,
     errors: list[str],
+    machine_cpu_s: float = math.nan,
 ) -> Report:
     """Window deltas; latency comes from the end snapshots, which carry the window's samples."""
     s0 = {s["worker"]: s for s in snaps[0]}
@@ -116,6 +118,7 @@ def build_report(
         server_cpu_us_per_packet=cpu_s * 1e6 / out_packets if out_packets else math.nan,
         server_rss_bytes=m1.get("process_resident_memory_bytes", math.nan),
         server_loop_lag_max_s=m1.get("sfu_event_loop_lag_max_seconds", math.nan),
+        machine_cpu_pct=100 * machine_cpu_s / span,
         server_drops=drops,
         errors=errors,
     )
@@ -155,12 +158,25 @@ def details(r: Report) -> str:
         f"({r.received_payload_mbps:.2f} Mbit/s payload) over {r.streams} streams in {r.duration_s} s; "
         f"lost {r.lost}/{r.expected}, reordered {r.reordered}, duplicates {r.duplicates}, "
         f"jitter {_f(r.jitter_ms, 2)} ms, latency samples {r.latency_samples}",
-        f"worker CPU %: {r.worker_cpu_pct}; server loop lag max {_f(r.server_loop_lag_max_s * 1e3, 1)} ms",
+        f"worker CPU %: {r.worker_cpu_pct}; server loop lag max {_f(r.server_loop_lag_max_s * 1e3, 1)} ms; "
+        f"machine CPU {_f(r.machine_cpu_pct)}% of {100 * (os.cpu_count() or 1)}% "
+        f"(others: {_f(r.machine_cpu_pct - r.server_cpu_pct - sum(r.worker_cpu_pct))}%)",
     ]
     if r.server_drops:
         lines.append("server drops: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.server_drops.items())))
     lines.extend(f"error: {e.strip().splitlines()[-1] if e.strip() else e}" for e in r.errors[:5])
     return "\n".join(lines)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes spent busy since boot (/proc/stat), to see who else used the machine."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return math.nan
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> dict[str, Any]:

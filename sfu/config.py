@@ -34,6 +34,10 @@ class Config:
     frame_burst: int = 100
     message_retention_days: float = 7.0
     web_root: Path | None = None  # demo page and browser SDK; None: the checkout's web/ directory
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = None  # coturn `use-auth-secret`: time-limited credentials per participant
+    turn_ttl_s: float = 86400.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,9 +72,16 @@ def _ip(text: str) -> str:
     return str(ipaddress.ip_address(text.strip()))
 
 
-def _ip_list(text: str) -> tuple[str, ...]:
-    return tuple(_ip(part) for part in text.split(",") if part.strip())
+def _ice_url(text: str) -> str:
+    url = text.strip()
+    if not url.startswith(("stun:", "turn:", "turns:")):
+        raise ValueError("must start with stun:, turn: or turns:")
+    return url
 
+
+# Settings that may be given several times (`--ice-host A --ice-host B`, or `SFU_ICE_HOSTS=A,B`); their
+# parser parses one item.
+REPEATABLE = {"ice_hosts": "--ice-host", "stun_urls": "--stun-url", "turn_urls": "--turn-url"}
 
 # name -> (parser of one text value, help). The env variable is SFU_<NAME upper>.
 SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -78,7 +89,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "port": (_port, "TCP port for HTTP and WebSocket"),
     "data_dir": (Path, "directory for the SQLite store and recordings (created with mode 0700)"),
     "log_level": (_log_level, "debug, info, warning or error"),
-    "ice_hosts": (_ip_list, "ICE host address to offer (repeatable; env: comma-separated)"),
+    "ice_hosts": (_ip, "ICE host address to offer (repeatable; env: comma-separated)"),
     "session_linger_s": (_positive_float, "seconds an empty session lives on"),
     "join_timeout_s": (_positive_float, "seconds a socket has to send join"),
     "idle_timeout_s": (_positive_float, "seconds of silence before a socket is closed"),
@@ -88,14 +99,18 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "frame_burst": (_positive_int, "WebSocket frame burst allowance"),
     "message_retention_days": (_positive_float, "days persisted data messages are kept"),
     "web_root": (Path, "directory holding demo/ and sdk/ (default: web/ of the checkout)"),
+    "stun_urls": (_ice_url, "STUN server URL handed to clients (repeatable)"),
+    "turn_urls": (_ice_url, "TURN server URL handed to clients (repeatable)"),
+    "turn_secret": (str, "coturn static-auth-secret: clients get time-limited TURN credentials"),
+    "turn_ttl_s": (_positive_float, "lifetime of TURN credentials in seconds"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, (_, help_text) in SETTINGS.items():
         flag = "--" + name.replace("_", "-")
-        if name == "ice_hosts":
-            parser.add_argument("--ice-host", dest=name, action="append", metavar="ADDR", help=help_text)
+        if name in REPEATABLE:
+            parser.add_argument(REPEATABLE[name], dest=name, action="append", metavar="VALUE", help=help_text)
         else:
             parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
 
@@ -116,8 +131,9 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
         if raw is None:
             continue
         try:
-            if isinstance(raw, list):
-                values[name] = tuple(_ip(item) for item in _flatten(raw))
+            if name in REPEATABLE:
+                items = _flatten(raw if isinstance(raw, list) else [raw])
+                values[name] = tuple(parse(item) for item in items)
             else:
                 values[name] = parse(raw)
         except ValueError as exc:

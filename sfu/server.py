@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -28,6 +31,8 @@ class Server:
     webhooks: WebhookSender
     media: MediaEngine
     registry: Registry
+    housekeeping_interval_s: float = 3600.0
+    _housekeeping: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     async def create(cls, config: Config, store: Store | None = None) -> Server:
@@ -43,10 +48,28 @@ class Server:
             SessionMedia(session, media)  # it registers itself as the session's observer
 
         registry.on_session_created.append(add_media)
-        return cls(config, store, auth, webhooks, media, registry)
+        server = cls(config, store, auth, webhooks, media, registry)
+        server._housekeeping = asyncio.create_task(server._run_housekeeping(), name="housekeeping")
+        return server
+
+    async def _run_housekeeping(self) -> None:
+        """Drops data messages past retention (the store caps each pipeline at 1000 on append)."""
+        while True:
+            try:
+                dropped = await self.store.prune_messages(int(time.time() * 1000))
+                if dropped:
+                    log.info("pruned %d data messages past retention", dropped)
+            except Exception:
+                log.exception("pruning data messages failed")
+            await asyncio.sleep(self.housekeeping_interval_s)
 
     async def close(self) -> None:
         """Ends every session, then the media engine, the webhook queue and the store, in that order."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+            self._housekeeping = None
         await self.registry.close()
         await self.media.close()
         await self.webhooks.close()

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sfu.auth.ice import ice_servers_for
 from sfu.auth.identity import Grants, Identity
 from sfu.config import Config
 from sfu.errors import Conflict, Forbidden, NotFound
@@ -143,7 +144,7 @@ class Session:
             "session": {"sid": self.sid, "cid": self.cid, "recording": self.recording},
             "participant": participant.to_wire(with_grants=True),
             "participants": [p.to_wire() for p in self.visible_participants() if p is not participant],
-            "ice_servers": [],
+            "ice_servers": ice_servers_for(self.config, participant.uid, time.time()),
             "resume": self._resume_tokens.issue(self.cid, self.sid, participant.uid, participant.incarnation),
             "resumed": resumed,
         }

@@ -24,7 +24,8 @@ ARGS = [
 ]
 
 needs_chromium = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+    not os.path.exists(CHROMIUM),
+    reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)",
 )
 
 

@@ -52,11 +52,12 @@ async def wait_for_decoding(page: Any, count: int, kind: str = "participant", ti
         timeout_s, f"{count} {kind} tiles decoding",
     )
     before = {t["key"]: t["frames"] for t in remote_tiles(first, kind)}
-    await poll(
-        lambda: tiles(page),
-        lambda ts: len([t for t in remote_tiles(ts, kind) if t["frames"] > before.get(t["key"], 0) + 5]) >= count,
-        timeout_s, f"framesDecoded increasing on {count} {kind} tiles",
-    )
+
+    def increased(shown: list[dict[str, Any]]) -> bool:
+        grown = [t for t in remote_tiles(shown, kind) if t["frames"] > before.get(t["key"], 0) + 5]
+        return len(grown) >= count
+
+    await poll(lambda: tiles(page), increased, timeout_s, f"framesDecoded increasing on {count} {kind} tiles")
 
 
 async def test_three_browsers_see_each_other_chat_share_screen_and_leave(
@@ -134,7 +135,9 @@ async def test_a_page_on_a_disallowed_origin_is_told_origin_not_allowed(
     assert server.server.registry.sessions_by_key == {} or all(
         not s.participants_by_uid for s in server.server.registry.sessions_by_key.values()
     )
-    refused = [r for r in caplog.records if r.name.startswith("sfu") and "forbidden" in r.getMessage().lower()]
+    refused = [
+        r for r in caplog.records if r.name.startswith("sfu") and "forbidden" in r.getMessage().lower()
+    ]
     assert refused, "the server did not log the forbidden join"
 
 
@@ -152,7 +155,9 @@ async def test_shrinking_a_tile_switches_that_subscriber_to_the_lowest_layer(
       const tile = window.demo.state.tiles.get('{alice_uid}');
       const stats = await tile.videoFeed.receiver.getStats();
       let width = 0;
-      stats.forEach((s) => {{ if (s.type === 'inbound-rtp' && s.kind === 'video') width = s.frameWidth || 0; }});
+      stats.forEach((s) => {{
+        if (s.type === 'inbound-rtp' && s.kind === 'video') width = s.frameWidth || 0;
+      }});
       return width;
     }}"""
     resize = """([uid, w, h]) => {
@@ -163,7 +168,9 @@ async def test_shrinking_a_tile_switches_that_subscriber_to_the_lowest_layer(
     await bob.evaluate(resize, [alice_uid, 1280, 720])
     await poll(lambda: bob.evaluate(read_width), lambda w: w >= 1280, 10, "full layer on a 1280x720 tile")
     # ...and a 160x90 one only the lowest (320x180)
-    await bob.evaluate("window.layers = []; window.demo.session.on('layerchanged', (e) => window.layers.push(e.rid))")
+    await bob.evaluate(
+        "window.layers = []; window.demo.session.on('layerchanged', (e) => window.layers.push(e.rid))"
+    )
     await bob.evaluate(resize, [alice_uid, 160, 90])
     await poll(lambda: bob.evaluate(read_width), lambda w: 0 < w <= 320, 10, "lowest layer on a 160x90 tile")
     assert "q" in await bob.evaluate("window.layers")

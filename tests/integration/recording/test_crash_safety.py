@@ -67,8 +67,8 @@ async def _record(served: Served, seconds: float) -> tuple[str, client_sdk.Sessi
     video = EncodedVideoTrack(encode_vp8(320, 240, fps=30, seconds=20, bitrate_bps=300_000,
                                          keyframe_interval_s=1), loop=False)
     audio = EncodedAudioTrack(encode_opus(seconds=20), loop=False)
-    alice = client_sdk.Session(served.url, token=create_token(served.key_id, served.secret, sid="room",
-                                                               uid="alice"), reconnect=False)
+    alice = client_sdk.Session(served.url, token=create_token(served.key_id, served.secret, "room",
+                                                               "alice"), reconnect=False)
     await alice.join()
     await alice.publish_many([(video, "camera", None), (audio, "microphone", None)])
     await asyncio.sleep(1.0)  # media flowing
