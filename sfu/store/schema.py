@@ -34,10 +34,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX webhooks_by_cid ON webhooks(cid);
     """,
     """
-    CREATE TABLE recordings (
+    CREATE TABLE IF NOT EXISTS recordings (
         recording_id TEXT PRIMARY KEY, cid TEXT NOT NULL, sid TEXT NOT NULL, state TEXT NOT NULL,
         started_at REAL NOT NULL, stopped_at REAL, feed_ids TEXT, files TEXT NOT NULL, error TEXT);
-    CREATE INDEX recordings_by_cid ON recordings(cid, started_at);
+    CREATE INDEX IF NOT EXISTS recordings_by_cid ON recordings(cid, started_at);
     """,
 )
 

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from sfu.signaling.ws import SOCKETS_KEY
 from tests.browser.chromium import (
     ARTIFACTS,
     WEB_ROOT,
@@ -174,3 +175,61 @@ async def test_shrinking_a_tile_switches_that_subscriber_to_the_lowest_layer(
     await bob.evaluate(resize, [alice_uid, 160, 90])
     await poll(lambda: bob.evaluate(read_width), lambda w: 0 < w <= 320, 10, "lowest layer on a 160x90 tile")
     assert "q" in await bob.evaluate("window.layers")
+
+
+async def test_a_dropped_socket_resumes_without_the_others_seeing_a_leave(
+    server: RunningServer, browser: Any
+) -> None:
+    url = await demo_url(server)
+    alice = await new_page(browser, server.url)
+    bob = await new_page(browser, server.url)
+    alice_uid = await join_demo(alice, url, "Alice", mic=False)
+    await join_demo(bob, url, "Bob", mic=False, cam=False)
+    await wait_for_decoding(bob, 1)
+    await bob.evaluate(
+        "window.left = []; window.demo.session.on('participantleft', (p) => window.left.push(p.uid))"
+    )
+    await alice.evaluate("""() => {
+      window.events = [];
+      const session = window.demo.session;
+      session.on('reconnecting', (e) => window.events.push('reconnecting'));
+      session.on('reconnected', (e) => window.events.push(e.resumed ? 'resumed' : 'rejoined'));
+    }""")
+    # the network drops the socket (no close frame); the peer connections stay up
+    [socket] = [s for s in server.app[SOCKETS_KEY] if s.participant and s.participant.uid == alice_uid]
+    transport = socket.request.transport
+    assert transport is not None
+    transport.abort()
+    await poll(lambda: alice.evaluate("window.events"), lambda e: len(e) > 0, 5, "reconnecting")
+    await bob.fill("#chat-input", "did you miss this?")
+    await bob.press("#chat-input", "Enter")
+    await poll(lambda: alice.evaluate("window.events"), lambda e: "resumed" in e, 10, "a resume")
+    assert (await alice.evaluate("window.events"))[0] == "reconnecting"
+    await alice.wait_for_selector("#banner", state="hidden", timeout=2000)
+    await alice.wait_for_selector("#messages li:has-text('did you miss this?')", timeout=5000)
+    await wait_for_decoding(bob, 1)
+    assert await bob.evaluate("window.left") == []
+    assert [t["uid"] for t in remote_tiles(await tiles(bob))] == [alice_uid]
+
+
+async def test_a_hidden_tile_pauses_its_video_and_showing_it_resumes(server: RunningServer, browser: Any) -> None:
+    url = await demo_url(server)
+    alice = await new_page(browser, server.url)
+    bob = await new_page(browser, server.url)
+    alice_uid = await join_demo(alice, url, "Alice", mic=False)
+    await join_demo(bob, url, "Bob", mic=False, cam=False)
+    await wait_for_decoding(bob, 1)
+    packets = f"""async () => {{
+      const stats = await window.demo.state.tiles.get('{alice_uid}').videoFeed.receiver.getStats();
+      let packets = 0;
+      stats.forEach((s) => {{ if (s.type === 'inbound-rtp') packets += s.packetsReceived; }});
+      return packets;
+    }}"""
+    # adaptive stream: a hidden element sends `set_quality {paused: true}`, the server stops forwarding
+    await bob.evaluate(f"document.querySelector(\".tile[data-uid='{alice_uid}'] video\").style.display = 'none'")
+    await asyncio.sleep(1.0)
+    paused_at = await bob.evaluate(packets)
+    await asyncio.sleep(1.0)
+    assert await bob.evaluate(packets) - paused_at < 5, "packets still arrive for a hidden tile"
+    await bob.evaluate(f"document.querySelector(\".tile[data-uid='{alice_uid}'] video\").style.display = ''")
+    await wait_for_decoding(bob, 1)

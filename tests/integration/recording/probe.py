@@ -1,18 +1,27 @@
-"""Recording test helpers: ffprobe in a subprocess, tracks that note when each frame was sent."""
+"""Recording test helpers: ffprobe, tracks that note when each frame was sent, `sfu serve` as a child."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import shutil
+import sys
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from client_sdk.admin import AdminClient
 from client_sdk.encoded import EncodedAudioTrack, EncodedClip, EncodedVideoTrack
+from client_sdk.tokens import create_admin_token
+
+REPO = Path(__file__).resolve().parents[3]
 
 FFPROBE = shutil.which("ffprobe") or ("/usr/bin/ffprobe" if Path("/usr/bin/ffprobe").exists() else None)
 
@@ -107,3 +116,42 @@ def read_frames(path: Path, count: int) -> list[bytes]:
             if len(out) == count:
                 break
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    proc: asyncio.subprocess.Process
+    url: str
+    key_id: str
+    secret: str
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.url, create_admin_token(self.key_id, self.secret))
+
+
+@asynccontextmanager
+async def serve(data_dir: Path, log: Path, wrap: Sequence[str] = ()) -> AsyncIterator[Served]:
+    """`python -m sfu serve --port 0` (after `wrap`, e.g. a namespace); killed at the end in any case."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_")}
+    command = (sys.executable, "-m", "sfu", "serve", "--port", "0", "--data-dir", str(data_dir),
+               "--ice-host", "127.0.0.1", "--log-level", "warning")
+    with log.open("ab") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            *wrap, *command, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=stderr
+        )
+    try:
+        assert proc.stdout is not None
+        banner = ""
+        while "demo page" not in banner:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            if not line:
+                raise AssertionError("serve exited early (see serve.log)")
+            banner += line.decode()
+        port = re.search(r"listening on http://127\.0\.0\.1:(\d+)", banner)
+        key = re.search(r"key_id=(k_\w+) secret=(sk_\S+)", banner)
+        assert port is not None and key is not None, banner
+        yield Served(proc, f"http://127.0.0.1:{port.group(1)}", key.group(1), key.group(2))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -133,7 +133,7 @@ async def test_an_unpublished_feed_is_final_at_once_and_the_manifest_survives_a_
         creds = await running.credentials()
         sessions = Sessions(running.url)
         try:
-            video, _audio, video_feed, audio_feed = await _publish(sessions, creds, running)
+            _video, _audio, video_feed, audio_feed = await _publish(sessions, creds, running)
             async with AdminClient(running.url, creds.admin_token()) as admin:
                 recording_id = await admin.start_recording("room", [video_feed])
                 await asyncio.sleep(2.5)
@@ -152,11 +152,10 @@ async def test_an_unpublished_feed_is_final_at_once_and_the_manifest_survives_a_
                 await admin.stop_recording("room", recording_id)
         finally:
             await sessions.close_all()
-    async with start_server(data) as running:
-        async with AdminClient(running.url, creds.admin_token()) as admin:
-            record = await admin.get_recording(recording_id)
-            assert record["state"] == "stopped" and len(record["files"]) == 1
-            raw = await admin.download_recording_file(recording_id, record["files"][0]["name"])
+    async with start_server(data) as running, AdminClient(running.url, creds.admin_token()) as admin:
+        record = await admin.get_recording(recording_id)
+        assert record["state"] == "stopped" and len(record["files"]) == 1
+        raw = await admin.download_recording_file(recording_id, record["files"][0]["name"])
     path = tmp_path / "after-restart.webm"
     path.write_bytes(raw)
     assert (await probe(path)).codec == "vp8"
