@@ -123,6 +123,25 @@ def dtls_transports(pc: RTCPeerConnection) -> list[Any]:
     return found
 
 
+async def _consent_not_started() -> None:
+    return None
+
+
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """`pc.close()` that leaves no aioice task behind.
+
+    NOTE: aioice 0.13.0 race: a close that lands while `Connection.connect()` awaits its check-list
+    state lets `connect()` resume afterwards and start `query_consent()`, a task that never ends.
+    `query_consent` is looked up on the instance, so it is replaced by a no-op first; a consent task
+    already running is cancelled by aioice's own close.
+    """
+    for dtls in dtls_transports(pc):
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        if connection is not None:
+            connection.query_consent = _consent_not_started
+    await pc.close()
+
+
 def settle_bundle_owner(pc: RTCPeerConnection, primary_mid: str) -> None:
     """Makes the m-section with `primary_mid` the owner of the shared (max-bundle) transport.
 

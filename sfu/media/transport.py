@@ -144,7 +144,7 @@ class Transport:
             self._task = None
         self._close_media()
         self.sink.detach()
-        await self._pc.close()
+        await bridge.close_peer_connection(self._pc)
         if self._on_closed is not None:
             self._on_closed(self)
 

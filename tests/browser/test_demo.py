@@ -212,7 +212,9 @@ async def test_a_dropped_socket_resumes_without_the_others_seeing_a_leave(
     assert [t["uid"] for t in remote_tiles(await tiles(bob))] == [alice_uid]
 
 
-async def test_a_hidden_tile_pauses_its_video_and_showing_it_resumes(server: RunningServer, browser: Any) -> None:
+async def test_a_hidden_tile_pauses_its_video_and_showing_it_resumes(
+    server: RunningServer, browser: Any
+) -> None:
     url = await demo_url(server)
     alice = await new_page(browser, server.url)
     bob = await new_page(browser, server.url)
@@ -226,10 +228,13 @@ async def test_a_hidden_tile_pauses_its_video_and_showing_it_resumes(server: Run
       return packets;
     }}"""
     # adaptive stream: a hidden element sends `set_quality {paused: true}`, the server stops forwarding
-    await bob.evaluate(f"document.querySelector(\".tile[data-uid='{alice_uid}'] video\").style.display = 'none'")
+    display = """([uid, value]) => {
+      document.querySelector(`.tile[data-uid='${uid}'] video`).style.display = value;
+    }"""
+    await bob.evaluate(display, [alice_uid, "none"])
     await asyncio.sleep(1.0)
     paused_at = await bob.evaluate(packets)
     await asyncio.sleep(1.0)
     assert await bob.evaluate(packets) - paused_at < 5, "packets still arrive for a hidden tile"
-    await bob.evaluate(f"document.querySelector(\".tile[data-uid='{alice_uid}'] video\").style.display = ''")
+    await bob.evaluate(display, [alice_uid, ""])
     await wait_for_decoding(bob, 1)

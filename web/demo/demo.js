@@ -255,7 +255,9 @@ function onFeedPublished(feed) {
       feed.attach(tile.video);
       feed.on("track", () => renderTile(tile));
     } else {
-      feed.attach(tile.audio());
+      const audio = tile.audio();
+      feed.attach(audio);
+      feed.on("unpublished", () => audio.remove());
     }
     feed.on("unpublished", () => {
       if (feed.kind === "video") removeTile(`screen:${feed.feedId}`);
@@ -269,7 +271,9 @@ function onFeedPublished(feed) {
     feed.attach(tile.video);
   } else {
     tile.micFeed = feed;
-    feed.attach(tile.audio());
+    const audio = tile.audio();
+    feed.attach(audio);
+    feed.on("unpublished", () => audio.remove());
   }
   const update = () => renderTile(tile);
   feed.on("updated", update).on("track", update).on("unpublished", () => {

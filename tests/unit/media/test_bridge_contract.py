@@ -101,3 +101,13 @@ def test_ice_connection_keeps_its_socket_protocols_in_a_list() -> None:
     connection = aioice.ice.Connection(ice_controlling=True)
     assert connection._protocols == []
     assert "self.receiver.data_received(data" in inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+
+
+def test_aioice_starts_consent_checks_through_an_instance_lookup() -> None:
+    """bridge.close_peer_connection stubs `query_consent` on the instance before closing (aioice race)."""
+    from aioice.ice import Connection
+    from aiortc.rtcicetransport import RTCIceTransport
+
+    source = inspect.getsource(Connection.connect)
+    assert "self.query_consent()" in source
+    assert "self._connection" in inspect.getsource(RTCIceTransport.__init__)
