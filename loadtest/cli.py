@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtest.report import Report, details, machine, table
+from loadtest.report import Report, details, machine, machine_busy_s, table
 from loadtest.runner import LoadConfig, run_load
 from loadtest.spawn import SpawnedServer
 from loadtest.worker import MediaSpec
@@ -71,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     out.add_argument("--out", type=Path, default=Path("loadtest-results"), help="directory for sweep files")
     out.add_argument("--quiet", action="store_true", help="no progress lines")
+    out.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="before each run, wait (max 5 min) until the machine is below PCT%% CPU busy",
+    )
     return p
 
 
@@ -85,12 +94,28 @@ def _config(args: argparse.Namespace, url: str, key_id: str, secret: str) -> Loa
 def run_point(args: argparse.Namespace, overrides: dict[str, Any]) -> Report:
     """One run; with --spawn a fresh server per run, so RSS and CPU belong to this load alone."""
     progress = None if args.quiet else _stderr
+    if args.wait_idle > 0:
+        wait_idle(args.wait_idle, progress or (lambda _line: None))
     if args.spawn:
         with SpawnedServer() as server:
             config = replace(_config(args, server.url, server.key_id, server.secret), **overrides)
             return asyncio.run(run_load(config, progress))
     config = replace(_config(args, args.url, args.key_id, args.secret), **overrides)
     return asyncio.run(run_load(config, progress))
+
+
+def wait_idle(limit_pct: float, say: Callable[[str], None], within_s: float = 300.0) -> None:
+    """On a shared machine other work distorts the numbers: start when it is quiet (or give up)."""
+    deadline = time.monotonic() + within_s
+    busy_pct = math.nan
+    while time.monotonic() < deadline:
+        busy0, t0 = machine_busy_s(), time.monotonic()
+        time.sleep(3.0)
+        busy_pct = 100 * (machine_busy_s() - busy0) / (time.monotonic() - t0)
+        if busy_pct < limit_pct:
+            say(f"loadtest: machine {busy_pct:.0f}% busy, starting")
+            return
+    say(f"loadtest: machine still {busy_pct:.0f}% busy after {within_s:.0f} s, starting anyway")
 
 
 def _stderr(line: str) -> None:

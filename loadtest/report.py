@@ -44,6 +44,7 @@ class Report:
     server_rss_bytes: float
     server_loop_lag_max_s: float
     machine_cpu_pct: float = math.nan  # every process on the machine, 100 per busy core
+    udp_rcvbuf_errors: float = math.nan  # datagrams the kernel dropped on full receive buffers (all sockets)
     server_drops: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -67,6 +68,7 @@ def build_report(
     duration_s: float,
     errors: list[str],
     machine_cpu_s: float = math.nan,
+    udp_rcvbuf_errors: float = math.nan,
 ) -> Report:
     """Window deltas; latency comes from the end snapshots, which carry the window's samples."""
     s0 = {s["worker"]: s for s in snaps[0]}
@@ -119,6 +121,7 @@ def build_report(
         server_rss_bytes=m1.get("process_resident_memory_bytes", math.nan),
         server_loop_lag_max_s=m1.get("sfu_event_loop_lag_max_seconds", math.nan),
         machine_cpu_pct=100 * machine_cpu_s / span,
+        udp_rcvbuf_errors=udp_rcvbuf_errors,
         server_drops=drops,
         errors=errors,
     )
@@ -126,7 +129,7 @@ def build_report(
 
 COLUMNS = (
     "pubs", "subs", "pkt/s in", "pkt/s out", "Mbit/s in", "Mbit/s out", "loss %",
-    "latency p50/p95/p99 ms", "server CPU %", "CPU us/fwd pkt", "server RSS MB",
+    "latency p50/p95/p99 ms", "server CPU %", "CPU us/fwd pkt", "server RSS MB", "machine CPU %",
 )  # fmt: skip
 
 
@@ -140,6 +143,7 @@ def table_row(r: Report) -> str:
         str(r.publishers), str(r.subscribers), _f(r.server_pps_in), _f(r.server_pps_out),
         _f(r.server_mbps_in, 2), _f(r.server_mbps_out, 2), _f(r.loss_pct, 3), latency,
         _f(r.server_cpu_pct), _f(r.server_cpu_us_per_packet, 1), _f(r.server_rss_bytes / 1e6, 0),
+        _f(r.machine_cpu_pct),
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
@@ -160,7 +164,8 @@ def details(r: Report) -> str:
         f"jitter {_f(r.jitter_ms, 2)} ms, latency samples {r.latency_samples}",
         f"worker CPU %: {r.worker_cpu_pct}; server loop lag max {_f(r.server_loop_lag_max_s * 1e3, 1)} ms; "
         f"machine CPU {_f(r.machine_cpu_pct)}% of {100 * (os.cpu_count() or 1)}% "
-        f"(others: {_f(r.machine_cpu_pct - r.server_cpu_pct - sum(r.worker_cpu_pct))}%)",
+        f"(others: {_f(r.machine_cpu_pct - r.server_cpu_pct - sum(r.worker_cpu_pct))}%); "
+        f"UDP receive buffer overflows {_f(r.udp_rcvbuf_errors)}",
     ]
     if r.server_drops:
         lines.append("server drops: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.server_drops.items())))
@@ -177,6 +182,16 @@ def machine_busy_s() -> float:
         return math.nan
     idle = ticks[3] + ticks[4]  # idle + iowait
     return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_rcvbuf_errors() -> float:
+    """The kernel's count of UDP datagrams dropped because a socket's receive buffer was full."""
+    try:
+        with open("/proc/net/snmp") as snmp:
+            rows = [line.split() for line in snmp if line.startswith("Udp:")]
+        return float(dict(zip(rows[0][1:], rows[1][1:], strict=True))["RcvbufErrors"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return math.nan
 
 
 def machine() -> dict[str, Any]:

@@ -23,7 +23,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.pipe import recv
-from loadtest.report import Report, build_report, machine_busy_s
+from loadtest.report import Report, build_report, machine_busy_s, udp_rcvbuf_errors
 from loadtest.worker import MediaSpec, WorkerPlan, worker_main
 
 PROGRESS_EVERY_S: Final = 2.0
@@ -189,10 +189,10 @@ async def run_load(config: LoadConfig, progress: Callable[[str], None] | None = 
             await asyncio.sleep(config.warmup_s)
             metrics0 = await scrape(http, config.url)
             snaps0 = await workers.snapshot("begin")
-            t0, busy0 = time.monotonic(), machine_busy_s()
+            t0, busy0, overflows0 = time.monotonic(), machine_busy_s(), udp_rcvbuf_errors()
             await _progress(workers, http, config, metrics0, t0, say)
             snaps1 = await workers.snapshot("end")
-            t1, busy1 = time.monotonic(), machine_busy_s()
+            t1, busy1, overflows1 = time.monotonic(), machine_busy_s(), udp_rcvbuf_errors()
             metrics1 = await scrape(http, config.url)
         finally:
             finals = await workers.close()
@@ -207,6 +207,7 @@ async def run_load(config: LoadConfig, progress: Callable[[str], None] | None = 
         t1 - t0,
         errors,
         busy1 - busy0,
+        overflows1 - overflows0,
     )
 
 

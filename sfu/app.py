@@ -8,7 +8,8 @@ from aiohttp import web
 
 from sfu.config import Config
 from sfu.server import SERVER_KEY, Server
-from sfu.signaling import demo, rest_keys, rest_metrics, rest_recordings, rest_sessions, ws
+from sfu.signaling import demo, health, rest_keys, rest_metrics, rest_recordings, rest_sessions, ws
+from sfu.signaling.forwarded import forwarded_middleware
 from sfu.signaling.http_util import error_middleware
 from sfu.signaling.media_handlers import media_dispatcher
 from sfu.store.base import Store
@@ -18,9 +19,13 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 
 async def build_app(config: Config, store: Store | None = None) -> web.Application:
     """An aiohttp app with the server started on startup and closed on cleanup."""
-    app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
+    middlewares = [error_middleware]
+    if config.trusted_proxies:
+        middlewares.insert(0, forwarded_middleware(config.trusted_proxies))
+    app = web.Application(client_max_size=1024 * 1024, middlewares=middlewares)
     server = await Server.create(config, store)
     app[SERVER_KEY] = server
+    health.add_routes(app)
     rest_keys.add_routes(app)
     rest_sessions.add_routes(app)
     rest_recordings.add_routes(app)

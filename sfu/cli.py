@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -148,17 +149,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: Config) -> None:
+    """Runs until SIGTERM/SIGINT; SIGUSR1 starts draining (docs/deployment.md, graceful operations).
+
+    Shutdown order: stop listening, end every session (`closed {reason:"server_shutdown",
+    reconnect:true}`, close 1001), wait at most `shutdown_timeout_s` for sockets, then `Server.close()`
+    (recordings are finalized there). A second SIGTERM/SIGINT exits at once.
+    """
     from aiohttp import web
 
     from sfu.app import build_app
     from sfu.bootstrap import ensure_demo
     from sfu.server import SERVER_KEY
 
+    ssl_context = _ssl_context(config)
     app = await build_app(config)
-    runner = web.AppRunner(app, handle_signals=False)
+    server = app[SERVER_KEY]
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout_s)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -166,21 +175,47 @@ async def _serve(config: Config) -> None:
             raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         port = int(runner.addresses[0][1])
         config = replace(config, port=port)
-        demo = await ensure_demo(app[SERVER_KEY].store, config)
+        demo = await ensure_demo(server.store, config)
         _print_banner(demo.to_json(), config)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_stop() -> None:
+            if stop.is_set():
+                print("sfu: second signal, exiting at once", file=sys.stderr, flush=True)
+                os._exit(1)
+            stop.set()
+
+        def on_drain() -> None:
+            server.registry.drain()
+            print("sfu: draining: new joins are refused, /healthz answers 503", flush=True)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_stop)
+        loop.add_signal_handler(signal.SIGUSR1, on_drain)
         await stop.wait()
         print("sfu: shutting down", flush=True)
+        server.registry.drain()
     finally:
         await runner.cleanup()
 
 
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    """HTTPS/WSS served directly, for set-ups without a TLS-terminating proxy."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+    return context
+
+
 def _print_banner(demo: dict[str, Any], config: Config) -> None:
+    scheme = "https" if config.tls_cert is not None else "http"
     lines = [
-        f"sfu {__version__} listening on http://{config.host}:{config.port} (data dir {config.data_dir})",
+        f"sfu {__version__} listening on {scheme}://{config.host}:{config.port} (data dir {config.data_dir})",
         f"demo client    cid={demo['cid']}",
         f"secret key     key_id={demo['key_id']} secret={demo['secret']}",
         f"web-only key   key_id={demo['web_key_id']} key={demo['web_key']}",

@@ -38,6 +38,13 @@ class Config:
     turn_urls: tuple[str, ...] = ()
     turn_secret: str | None = None  # coturn `use-auth-secret`: time-limited credentials per participant
     turn_ttl_s: float = 86400.0
+    # Deployment (docs/deployment.md). Announced addresses: ("0.0.0.0"|"::"|local address, public address).
+    public_ips: tuple[tuple[str, str], ...] = ()
+    rtc_port_range: tuple[int, int] | None = None  # UDP ports ICE host sockets bind, inclusive
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For/-Proto are believed
+    shutdown_timeout_s: float = 8.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,6 +79,30 @@ def _ip(text: str) -> str:
     return str(ipaddress.ip_address(text.strip()))
 
 
+def _public_ip(text: str) -> tuple[str, str]:
+    """`PUBLIC` (announced for every host address of its family) or `LOCAL=PUBLIC` (for that one)."""
+    local, sep, public = text.strip().rpartition("=")
+    announced = ipaddress.ip_address(public.strip())
+    if not sep:
+        return ("0.0.0.0" if announced.version == 4 else "::"), str(announced)
+    bound = ipaddress.ip_address(local.strip())
+    if bound.version != announced.version:
+        raise ValueError("both addresses must be of one family")
+    return str(bound), str(announced)
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    first, sep, last = text.strip().partition("-")
+    low, high = int(first), int(last if sep else first)
+    if not 1024 <= low <= high <= 65535:
+        raise ValueError("must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535")
+    return low, high
+
+
+def _network(text: str) -> str:
+    return str(ipaddress.ip_network(text.strip(), strict=False))
+
+
 def _ice_url(text: str) -> str:
     url = text.strip()
     if not url.startswith(("stun:", "turn:", "turns:")):
@@ -81,7 +112,14 @@ def _ice_url(text: str) -> str:
 
 # Settings that may be given several times (`--ice-host A --ice-host B`, or `SFU_ICE_HOSTS=A,B`); their
 # parser parses one item.
-REPEATABLE = {"ice_hosts": "--ice-host", "stun_urls": "--stun-url", "turn_urls": "--turn-url"}
+REPEATABLE = {
+    "ice_hosts": "--ice-host",
+    "stun_urls": "--stun-url",
+    "turn_urls": "--turn-url",
+    "public_ips": "--public-ip",
+    "trusted_proxies": "--trusted-proxy",
+}
+ALIASES = {"public_ips": ("--nat-1to1",)}
 
 # name -> (parser of one text value, help). The env variable is SFU_<NAME upper>.
 SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -103,6 +141,14 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "turn_urls": (_ice_url, "TURN server URL handed to clients (repeatable)"),
     "turn_secret": (str, "coturn static-auth-secret: clients get time-limited TURN credentials"),
     "turn_ttl_s": (_positive_float, "lifetime of TURN credentials in seconds"),
+    "public_ips": (_public_ip, "address announced in host candidates instead of the bound one: PUBLIC or "
+                   "LOCAL=PUBLIC (1:1 NAT, e.g. a cloud VM's elastic IP; repeatable)"),
+    "rtc_port_range": (_port_range, "UDP ports for ICE, LOW-HIGH (e.g. 50000-50100); default: ephemeral"),
+    "tls_cert": (Path, "PEM certificate chain: serve HTTPS/WSS directly (with --tls-key)"),
+    "tls_key": (Path, "PEM private key of --tls-cert"),
+    "trusted_proxies": (_network, "proxy address or network whose X-Forwarded-For/-Proto are trusted "
+                        "(repeatable)"),
+    "shutdown_timeout_s": (_positive_float, "seconds SIGTERM waits for sockets and recordings to finish"),
 }
 
 
@@ -110,7 +156,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, (_, help_text) in SETTINGS.items():
         flag = "--" + name.replace("_", "-")
         if name in REPEATABLE:
-            parser.add_argument(REPEATABLE[name], dest=name, action="append", metavar="VALUE", help=help_text)
+            flags = (REPEATABLE[name], *ALIASES.get(name, ()))
+            parser.add_argument(*flags, dest=name, action="append", metavar="VALUE", help=help_text)
         else:
             parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
 
@@ -138,6 +185,8 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
                 values[name] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"invalid {source} {raw!r}: {exc}") from None
+    if ("tls_cert" in values) != ("tls_key" in values):
+        raise ConfigError("--tls-cert and --tls-key go together")
     return Config(**values)
 
 

@@ -1,7 +1,14 @@
-"""One receiver per published feed (SSRC): parse once, keep a ring, find losses, fan out to forwarders."""
+"""One receiver per published feed (SSRC): parse once, keep a ring, find losses, fan out to forwarders.
+
+Simulcast (RFC 8853): a feed's head receiver is its layer 0 and holds every layer's receiver in
+`layers` (each its own SSRC, seq space, ring, NACK and key frame state). All layers fan out to the head's
+forwarders; layers above 0 pass their index and reach only layer-aware consumers (`Forwarder.layered`),
+so other consumers (the recorder) keep seeing one stream: layer 0.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from sfu.media.counters import DropReason, new_drops
@@ -15,6 +22,7 @@ from sfu.media.rtp import (
     never_key_frame,
     payload_bounds,
     rewrite_extension_ids,
+    vp8_key_frame_size,
 )
 
 if TYPE_CHECKING:
@@ -40,7 +48,9 @@ class Receiver:
     """Receives one feed from its publisher and hands each packet to a tuple of forwarders."""
 
     __slots__ = (
+        "active_mask",
         "base_seq",
+        "bitrate_bps",
         "clock_rate",
         "codec",
         "cycles",
@@ -52,30 +62,40 @@ class Receiver:
         "feedback",
         "fmtp",
         "forwarders",
+        "height",
         "highest_seq",
         "jitter_q4",
         "key_frame_requester",
         "key_frames",
         "kind",
         "last_key_frame_ns",
+        "last_packet_ns",
         "last_transit",
+        "layer",
+        "layers",
         "listener",
         "mid",
         "missing",
         "muted",
         "nacks_out",
         "octets",
+        "octets_at_rate",
+        "on_layers_wanted",
         "packets",
         "payload_type",
         "pli_pending",
         "received_prior",
         "repaired",
+        "rid",
         "ring",
         "sender_ssrc",
         "sr_arrival_ns",
         "sr_ntp",
         "sr_rtp_ts",
         "ssrc",
+        "vp8",
+        "wanted_mask",
+        "width",
     )
 
     def __init__(
@@ -92,6 +112,8 @@ class Receiver:
         ext_identity: bool = True,
         ring_size: int = 1024,
         sender_ssrc: int = 1,
+        rid: str = "",
+        layer: int = 0,
     ) -> None:
         self.listener = listener
         self.mid = mid
@@ -130,6 +152,18 @@ class Receiver:
         self.sr_ntp = 0
         self.sr_rtp_ts = 0
         self.sr_arrival_ns = 0
+        self.rid = rid
+        self.layer = layer  # this stream's simulcast layer index (0 also without simulcast)
+        self.layers: tuple[Receiver, ...] = (self,)  # on a head: every layer, lowest first
+        self.width = 0  # from the offer's a=rid max-width or the last VP8 key frame
+        self.height = 0
+        self.vp8 = codec.lower() == "video/vp8"
+        self.last_packet_ns = 0
+        self.octets_at_rate = 0
+        self.bitrate_bps = 0
+        self.active_mask = 1  # head: which layers arrive now (bit i = layer i)
+        self.wanted_mask = -1  # head: which layers some consumer wants (dynacast); -1 = not computed
+        self.on_layers_wanted: Callable[[Receiver], None] | None = None
 
     def on_rtp(self, data: bytes, now_ns: int) -> None:
         """The per-packet function: one header parse, then every forwarder (STYLE.md section 6)."""
@@ -174,6 +208,7 @@ class Receiver:
             return
         self.packets += 1
         self.octets += len(data)
+        self.last_packet_ns = now_ns
         if profile and not self.ext_identity:
             buf = bytearray(data)
             rewrite_extension_ids(buf, 12 + ((b0 & 0x0F) << 2) + 4, ext_end, profile, self.ext_id_map)
@@ -184,12 +219,22 @@ class Receiver:
             self.last_key_frame_ns = now_ns
             if self.key_frame_requester is not None:
                 self.key_frame_requester.on_key_frame()
+            if self.vp8:
+                width, height = vp8_key_frame_size(data, start, end)
+                if width:
+                    self.width = width
+                    self.height = height
         self.ring.store(seq, data)
         if self.muted:
             self.drops[_MUTED] += 1
             return
-        for forwarder in self.forwarders:
-            forwarder.forward(data, seq, ts, key_frame, now_ns)
+        layer = self.layer
+        if layer:
+            for forwarder in self.forwarders:
+                forwarder.forward(data, seq, ts, key_frame, now_ns, layer)
+        else:
+            for forwarder in self.forwarders:
+                forwarder.forward(data, seq, ts, key_frame, now_ns)
 
     def _on_gap(self, seq: int, delta: int) -> None:
         """Remembers the sequence numbers skipped before `seq` so the next RTCP flush NACKs them."""
@@ -283,23 +328,71 @@ class Receiver:
     def add_forwarder(self, forwarder: Forwarder) -> None:
         if forwarder not in self.forwarders:
             self.forwarders = (*self.forwarders, forwarder)
+            self._share_forwarders()
 
     def remove_forwarder(self, forwarder: Forwarder) -> None:
         self.forwarders = tuple(f for f in self.forwarders if f is not forwarder)
+        self._share_forwarders()
+
+    def _share_forwarders(self) -> None:
+        """Layers above 0 fan out to the head's layer-aware forwarders (tuples replaced, never mutated)."""
+        if len(self.layers) > 1:
+            layered = tuple(f for f in self.forwarders if getattr(f, "layered", False))
+            for receiver in self.layers[1:]:
+                receiver.forwarders = layered
+            self.update_wanted_layers()
+
+    def set_layers(self, layers: tuple[Receiver, ...]) -> None:
+        """Makes this receiver the head (layer 0) of a simulcast feed."""
+        self.layers = layers
+        self.active_mask = 0
+        self._share_forwarders()
+
+    def set_active_layers(self, mask: int, now_ns: int) -> None:
+        """Head: the layers that arrive changed; layer-aware forwarders retarget (within one RTCP tick)."""
+        self.active_mask = mask
+        for forwarder in self.forwarders:
+            if getattr(forwarder, "layered", False):
+                forwarder.on_layers_available(mask, now_ns)
+
+    def update_wanted_layers(self) -> None:
+        """Head: recomputes which layers some consumer wants (dynacast); tells `on_layers_wanted`.
+
+        A forwarder wants its `wanted_layer` (its max, not what arrives: a paused layer must be asked
+        for); consumers that are not layer-aware (the recorder) want layer 0.
+        """
+        if len(self.layers) < 2:
+            return
+        mask = 0
+        for forwarder in self.forwarders:
+            layer = getattr(forwarder, "wanted_layer", 0)
+            if layer >= 0:
+                mask |= 1 << layer
+        if mask != self.wanted_mask:
+            self.wanted_mask = mask
+            if self.on_layers_wanted is not None:
+                self.on_layers_wanted(self)
+
+    @property
+    def wanted_rids(self) -> list[str]:
+        return [r.rid for r in self.layers if self.wanted_mask >> r.layer & 1]
 
     def set_muted(self, muted: bool) -> None:
         """Muted feeds are received (ring, stats) but not forwarded; unmuting resyncs on a key frame."""
         if muted == self.muted:
             return
-        self.muted = muted
+        for receiver in self.layers:
+            receiver.muted = muted
         for forwarder in self.forwarders:
             forwarder.stop()
 
     def close(self) -> None:
         for forwarder in self.forwarders:
             forwarder.stop()
+        for receiver in self.layers:
+            receiver.forwarders = ()
+            receiver.ring.clear()
         self.forwarders = ()
-        self.ring.clear()
 
     def stats(self) -> dict[str, int]:
         return {

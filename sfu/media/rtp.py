@@ -184,6 +184,35 @@ def is_vp8_key_frame(data: bytes | bytearray, off: int, end: int) -> bool:
     return i < end and not data[i] & 0x01
 
 
+def vp8_key_frame_size(data: bytes | bytearray, off: int, end: int) -> tuple[int, int]:
+    """(width, height) of the VP8 key frame starting in this packet, or (0, 0).
+
+    RFC 7741 section 4.2 payload descriptor, then RFC 6386 section 9.1: 3-byte frame tag, start code
+    9d 01 2a, 14-bit width and height (little endian, 2 bits of scaling each). Called on key frames only.
+    """
+    if off >= end:
+        return 0, 0
+    i = off + 1
+    if data[off] & 0x80:
+        if i >= end:
+            return 0, 0
+        x = data[i]
+        i += 1
+        if x & 0x80:
+            if i >= end:
+                return 0, 0
+            i += 2 if data[i] & 0x80 else 1
+        if x & 0x40:
+            i += 1
+        if x & 0x30:
+            i += 1
+    if i + 10 > end or data[i + 3] != 0x9D or data[i + 4] != 0x01 or data[i + 5] != 0x2A:
+        return 0, 0
+    width = (data[i + 6] | (data[i + 7] << 8)) & 0x3FFF
+    height = (data[i + 8] | (data[i + 9] << 8)) & 0x3FFF
+    return width, height
+
+
 def is_h264_key_frame(data: bytes | bytearray, off: int, end: int) -> bool:
     """An SPS or IDR NAL unit starts here: RFC 6184 single NAL, STAP-A (5.7.1) or FU-A start (5.8)."""
     if off >= end:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sfu.media.rtp import ROUTER_EXTENSION_IDS, SUBSCRIBER_EXTENSIONS
 
 START_BITRATE_KBPS = 1500
+MAX_LAYERS = 3  # PROTOCOL.md: up to three rids per video m-section
 
 
 @dataclass(slots=True)
@@ -28,7 +29,8 @@ class MediaSection:
     fmtp: dict[int, str] = field(default_factory=dict)
     extmap: dict[str, int] = field(default_factory=dict)  # uri -> id
     ssrcs: list[int] = field(default_factory=list)
-    rids: list[str] = field(default_factory=list)
+    rids: list[str] = field(default_factory=list)  # RFC 8851 a=rid, in offer order (lowest first)
+    rid_params: dict[str, dict[str, str]] = field(default_factory=dict)  # rid -> {max-width: ..}
 
     @property
     def sending(self) -> bool:
@@ -86,10 +88,22 @@ def parse_section(lines: list[str]) -> MediaSection:
         elif key == "ssrc-group" and value.startswith("FID"):
             fid = [int(x) for x in value.split()[1:]]
         elif key == "rid":
-            section.rids.append(value.split()[0])
+            parts = value.split()
+            if len(parts) >= 2 and parts[1] == "send" and parts[0] not in section.rids:
+                section.rids.append(parts[0])
+                section.rid_params[parts[0]] = _fmtp_params(parts[2] if len(parts) > 2 else "")
     if len(fid) == 2 and fid[1] in section.ssrcs:  # RFC 4588 FID: keep the media SSRC only
         section.ssrcs.remove(fid[1])
     return section
+
+
+def _fmtp_params(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key:
+            out[key] = value
+    return out
 
 
 def parse(sdp: str) -> list[MediaSection]:
@@ -163,14 +177,33 @@ def munge_publisher_answer(answer: str, offer: str) -> tuple[str, dict[str, Medi
         lines = _set_extmaps(lines, sorted(ext))
         if section.kind == "video":
             lines = _add_fmtp(lines, pt, f"x-google-start-bitrate={START_BITRATE_KBPS}")
+        rids = _simulcast_rids(source)
+        if rids:
+            lines = _accept_simulcast(lines, rids)
         sections[index] = lines
         if source is not None and source.sending:
             kept = parse_section(lines)
             kept.extmap = dict((u, i) for i, u in ext)
             kept.ssrcs = source.ssrcs
-            kept.rids = source.rids
+            kept.rids = rids
+            kept.rid_params = {rid: source.rid_params.get(rid, {}) for rid in rids}
             media[kept.mid] = kept
     return join(session, sections), media
+
+
+def _simulcast_rids(source: MediaSection | None) -> list[str]:
+    """The rids a simulcast video offer sends (at most MAX_LAYERS, lowest first), or [] if none."""
+    if source is None or source.kind != "video" or not source.sending or len(source.rids) < 2:
+        return []
+    return source.rids[:MAX_LAYERS]
+
+
+def _accept_simulcast(lines: list[str], rids: list[str]) -> list[str]:
+    """RFC 8853 section 5.3 answer: `a=rid:X recv` per layer and `a=simulcast:recv` (RFC 8851 4)."""
+    out = [line for line in lines if not line.startswith(("a=rid:", "a=simulcast:"))]
+    out += [f"a=rid:{rid} recv" for rid in rids]
+    out.append("a=simulcast:recv " + ";".join(rids))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,10 @@ class Depacketizer:
         if b0 >> 6 != 2 or start > end:
             self.drops[FrameDrop.MALFORMED] += 1
             return []
+        return self.push_payload(seq, ts, bool(b1 & 0x80), packet[start:end])
+
+    def push_payload(self, seq: int, ts: int, marker: bool, payload: bytes) -> list[Frame]:
+        """Same as `push` for a packet already parsed (e.g. an aiortc `RtpPacket` in an SDK recorder)."""
         self.packets += 1
         if self._highest < 0:
             self._highest = self._next = seq
@@ -245,7 +249,7 @@ class Depacketizer:
         if ext in self._held:
             self.drops[FrameDrop.DUPLICATE] += 1
             return []
-        self._held[ext] = (bool(b1 & 0x80), ts, packet[start:end])
+        self._held[ext] = (marker, ts, payload)
         self._highest = max(self._highest, ext)
         out: list[Frame] = []
         self._release(out, force=False)

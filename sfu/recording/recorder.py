@@ -6,10 +6,8 @@ loop. A worker thread depacketizes (sfu/recording/depacketize.py) and muxes with
 decoder, no encoder, the bytes the publisher sent go into the file (WebM for VP8/VP9/Opus, Matroska for
 H.264).
 
-Crash safety: Matroska clusters are closed every `CLUSTER_TIME_LIMIT_MS` (or `CLUSTER_SIZE_LIMIT` bytes)
-and the IO buffer is flushed after every packet (`fflags=flush_packets`), so after a SIGKILL the file is
-readable up to its last closed cluster: at most about a second is lost. A clean `finish()` writes the
-cues and the duration.
+Crash safety comes from the container settings in sfu/recording/mux.py; a clean `finish()` writes the cues
+and the duration.
 """
 
 from __future__ import annotations
@@ -21,14 +19,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-import av
-
 from sfu.recording.depacketize import Depacketizer, Frame, FrameDrop
+from sfu.recording.mux import FeedFile, FileStats
 
 if TYPE_CHECKING:
     from sfu.media.forwarder import Forwarder
@@ -37,41 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sfu.recording")
 
 MAX_QUEUED_PACKETS: Final = 4096  # ~10 s of 2 Mbit/s video: the worker is far behind if this fills
-CLUSTER_TIME_LIMIT_MS: Final = 1000
-CLUSTER_SIZE_LIMIT: Final = 1 << 20
 POLL_S: Final = 0.01
-MAX_JUMP_S: Final = 60.0  # a larger timestamp jump is a publisher restart, not a pause
-# mime -> (container format, file extension, PyAV stream codec)
-CONTAINERS: Final[dict[str, tuple[str, str, str]]] = {
-    "video/vp8": ("webm", "webm", "vp8"),
-    "video/vp9": ("webm", "webm", "vp9"),
-    "video/h264": ("matroska", "mkv", "h264"),
-    "audio/opus": ("webm", "webm", "libopus"),
-}
-
-
-def can_record(codec: str) -> bool:
-    return codec.lower() in CONTAINERS
-
-
-def file_extension(codec: str) -> str:
-    return CONTAINERS[codec.lower()][1]
-
-
-@dataclass(slots=True)
-class FileStats:
-    """What the manifest says about one file; written by the worker, read on the loop after `finish`."""
-
-    name: str
-    codec: str
-    kind: str
-    clock_rate: int
-    started_at: float = 0.0  # wall clock (unix s) of the first frame's arrival
-    frames: int = 0
-    size: int = 0
-    duration_ms: int = 0
-    error: str | None = None
-    drops: dict[str, int] = field(default_factory=dict)
 
 
 class FeedRecorderListener(Protocol):
@@ -167,7 +128,7 @@ class FeedRecorder:
 
     def _run(self) -> None:
         depacketizer = Depacketizer(self.codec)
-        writer = FeedFile(self)
+        writer = FeedFile(self.path, self.codec, self.kind, self.clock_rate, self.stats, self._on_file_opened)
         queue = self.queue
         try:
             while True:
@@ -191,6 +152,10 @@ class FeedRecorder:
         finally:
             self.stats.drops.update({d.name.lower(): depacketizer.drops[d] for d in FrameDrop})
 
+    def _on_file_opened(self, frame: Frame) -> None:
+        self.stats.started_at = self.wall_time_of(frame.ts)
+        self._call_loop(self.listener.on_recorder_file_opened, self)
+
     def _call_loop(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
             self.loop.call_soon_threadsafe(callback, *args)
@@ -205,103 +170,3 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return str(exc).lower() or type(exc).__name__
-
-
-def vp8_dimensions(frame: bytes) -> tuple[int, int]:
-    """Width and height from a VP8 key frame header (RFC 6386 section 9.1), (0, 0) if not one."""
-    if len(frame) < 10 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
-        return 0, 0
-    return int.from_bytes(frame[6:8], "little") & 0x3FFF, int.from_bytes(frame[8:10], "little") & 0x3FFF
-
-
-class FeedFile:
-    """The container of one feed, opened at its first frame; holds one frame back to know its duration."""
-
-    __slots__ = ("_container", "_first_ts", "_held", "_last_pts", "_offset", "_recorder", "_stream",
-                 "_time_base")
-
-    def __init__(self, recorder: FeedRecorder) -> None:
-        self._recorder = recorder
-        self._container: Any = None
-        self._stream: Any = None
-        self._time_base = Fraction(1, recorder.clock_rate)
-        self._first_ts = 0
-        self._offset = 0  # added to (ts - first ts) after a timestamp discontinuity
-        self._last_pts = -1
-        self._held: tuple[int, Frame] | None = None
-
-    def write(self, frame: Frame) -> None:
-        if self._container is None:
-            self._open(frame)
-        pts = frame.ts - self._first_ts + self._offset
-        last = self._last_pts
-        if last >= 0 and not 0 < pts - last < MAX_JUMP_S * self._recorder.clock_rate:
-            # publisher restart or clock jump: continue right after the previous frame
-            step = self._held_step()
-            self._offset += last + step - pts
-            pts = last + step
-        if self._held is not None:
-            self._mux(self._held[0], self._held[1], pts - self._held[0])
-        self._held = (pts, frame)
-        self._last_pts = pts
-
-    def _held_step(self) -> int:
-        return max(1, self._recorder.clock_rate // (50 if self._recorder.kind == "audio" else 30))
-
-    def _open(self, frame: Frame) -> None:
-        recorder = self._recorder
-        fmt, _ext, codec = CONTAINERS[recorder.codec.lower()]
-        options = {
-            "cluster_time_limit": str(CLUSTER_TIME_LIMIT_MS),
-            "cluster_size_limit": str(CLUSTER_SIZE_LIMIT),
-            "fflags": "flush_packets",
-        }
-        container = av.open(str(recorder.path), "w", format=fmt, options=options)
-        try:
-            if codec == "libopus":
-                # NOTE: the encoder context is opened (never used) only so the muxer gets an OpusHead.
-                stream: Any = container.add_stream(codec, rate=48000)
-            else:
-                width, height = vp8_dimensions(frame.data) if codec == "vp8" else (0, 0)
-                stream = container.add_mux_stream(codec, width=width, height=height)
-            stream.time_base = self._time_base
-        except BaseException:
-            container.close()
-            raise
-        self._container = container
-        self._stream = stream
-        self._first_ts = frame.ts
-        recorder.stats.started_at = recorder.wall_time_of(frame.ts)
-        recorder._call_loop(recorder.listener.on_recorder_file_opened, recorder)
-
-    def _mux(self, pts: int, frame: Frame, duration: int) -> None:
-        packet = av.Packet(frame.data)
-        packet.stream = self._stream
-        packet.pts = packet.dts = pts
-        packet.duration = duration
-        packet.time_base = self._time_base
-        packet.is_keyframe = frame.key_frame
-        self._container.mux(packet)
-        stats = self._recorder.stats
-        stats.frames += 1
-        stats.size += len(frame.data)
-        stats.duration_ms = (pts + duration) * 1000 // self._recorder.clock_rate
-
-    def close(self) -> None:
-        """Writes the held frame and the trailer (cues, duration); the file is final afterwards."""
-        if self._container is None:
-            return
-        if self._held is not None:
-            pts, frame = self._held
-            self._held = None
-            self._mux(pts, frame, self._held_step())
-        container, self._container = self._container, None
-        container.close()
-        self._recorder.stats.size = self._recorder.path.stat().st_size
-
-    def abort(self) -> None:
-        """After a write error: close what can be closed, never raise."""
-        container, self._container = self._container, None
-        if container is not None:
-            with contextlib.suppress(Exception):  # the disk that failed the write may fail the trailer too
-                container.close()

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sfu.errors import Conflict, NotFound
-from sfu.recording.recorder import FeedRecorder, FileStats, can_record, file_extension
+from sfu.recording.mux import FileStats, can_record, file_extension
+from sfu.recording.recorder import FeedRecorder
 from sfu.store.base import RecordingRecord, Store
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from sfu.session.session import Session
 
 log = logging.getLogger("sfu.recording")
+
+CHECKPOINT_S = 5.0  # how stale the stored manifest of a running recording may be after a crash
 
 
 class Webhooks(Protocol):
@@ -64,6 +67,17 @@ class Recording:
         self.files_by_name: dict[str, dict[str, Any]] = {}
         self._finishing: set[asyncio.Task[None]] = set()
         self._stop_task: asyncio.Task[RecordingRecord] | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+
+    def start_checkpoints(self) -> None:
+        """Saves the manifest (sizes, durations so far) every CHECKPOINT_S, for GET after a crash."""
+        name = f"record-checkpoint-{self.recording_id}"
+        self._checkpoint_task = asyncio.create_task(self._checkpoints(), name=name)
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_S)
+            await self.service.save(self)
 
     # -- feeds -------------------------------------------------------------------------------------------
 
@@ -118,7 +132,7 @@ class Recording:
     # -- FeedRecorderListener (on the loop) --------------------------------------------------------------
 
     def on_recorder_file_opened(self, recorder: FeedRecorder) -> None:
-        self.files_by_name[recorder.path.name] = self._file_entry(recorder, recorder.stats, final=False)
+        """Stores the manifest with the new file at once: after a crash GET still lists it."""
         self.service.spawn(self.service.save(self), f"record-save-{self.recording_id}")
 
     def on_recorder_failed(self, recorder: FeedRecorder, error: str) -> None:
@@ -141,6 +155,11 @@ class Recording:
 
     async def _stop(self, state: str) -> RecordingRecord:
         self.state = "stopping"
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
         for feed_id in list(self.recorders_by_feed):
             self.finish_feed(feed_id)
         while self._finishing:
@@ -153,8 +172,8 @@ class Recording:
 
     def to_record(self) -> RecordingRecord:
         live = {r.path.name: self._file_entry(r, r.stats, final=False)
-                for r in self.recorders_by_feed.values() if r.stats.frames}
-        merged = {**live, **self.files_by_name}.values()
+                for r in self.recorders_by_feed.values() if r.stats.started_at}
+        merged = {**self.files_by_name, **live}.values()
         files = sorted(merged, key=lambda f: (f["start_offset_ms"], f["name"]))
         return RecordingRecord(self.recording_id, self.session.cid, self.session.sid, self.state,
                                self.started_at, self.stopped_at, self.feed_ids, tuple(files), self.error)
@@ -232,6 +251,7 @@ class RecordingService:
             if feed is not None:
                 recording.add_feed(feed, receiver)
         await self.save(recording)
+        recording.start_checkpoints()
         session.recording = True
         self._tell(session, {"type": "recording", "state": "started", "recording_id": recording.recording_id})
         self.webhooks.emit(session.cid, "recording_started",

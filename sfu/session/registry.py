@@ -28,6 +28,18 @@ class Registry:
         self.on_session_created: list[Callable[[Session], None]] = []
         """Called with each new session, e.g. by the media glue to add a SessionObserver."""
         self.closed = False
+        self.draining = False
+        """Set by `drain()`: new joins are refused, live participants stay (and may resume)."""
+
+    def drain(self) -> None:
+        """Rolling restarts: refuse new joins from now on; sessions already here continue."""
+        if not self.draining:
+            self.draining = True
+            log.info("draining: new joins are refused", extra={"sessions": len(self.sessions_by_key)})
+
+    @property
+    def participant_count(self) -> int:
+        return sum(len(s.participants_by_uid) for s in self.sessions_by_key.values())
 
     def get(self, cid: str, sid: str) -> Session | None:
         return self.sessions_by_key.get((cid, sid))
@@ -42,6 +54,10 @@ class Registry:
         while True:
             if self.closed:
                 raise Conflict("server is shutting down")
+            if self.draining:
+                live = self.get(identity.cid, identity.sid)
+                if live is None or live._resumable(identity, resume) is None:
+                    raise Conflict("server is draining: join through another server")
             session = self._get_or_create(identity.cid, identity.sid)
             try:
                 result = await session.join(identity, connection, resume=resume,

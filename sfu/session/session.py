@@ -140,7 +140,7 @@ class Session:
         return participant
 
     def _joined_body(self, participant: Participant, resumed: bool) -> dict[str, Any]:
-        return {
+        body = {
             "session": {"sid": self.sid, "cid": self.cid, "recording": self.recording},
             "participant": participant.to_wire(with_grants=True),
             "participants": [p.to_wire() for p in self.visible_participants() if p is not participant],
@@ -148,6 +148,9 @@ class Session:
             "resume": self._resume_tokens.issue(self.cid, self.sid, participant.uid, participant.incarnation),
             "resumed": resumed,
         }
+        if participant.grants.force_relay:  # an addition to PROTOCOL.md: TURN only
+            body["ice_transport_policy"] = "relay"
+        return body
 
     async def remove_participant(self, participant: Participant, reason: str, code: int = 1000) -> None:
         """Ends one participant: its feeds go, its socket closes with `code`, others see it leave."""

@@ -1,4 +1,4 @@
-"""REST for keys (`/v1/keys`) and liveness (`/healthz`); key routes are scoped to the admin token's cid."""
+"""REST for keys (`/v1/keys`), scoped to the admin token's cid; `/healthz` is in health.py."""
 
 from __future__ import annotations
 
@@ -13,14 +13,9 @@ KEY_FIELDS = {"type", "origins", "grants", "max_participants", "algorithm", "pub
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
     app.router.add_post("/v1/keys", create_key)
     app.router.add_get("/v1/keys", list_keys)
     app.router.add_delete("/v1/keys/{key_id}", revoke_key)
-
-
-async def healthz(_: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
 
 
 async def create_key(request: web.Request) -> web.Response:

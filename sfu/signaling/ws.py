@@ -36,6 +36,9 @@ OVERSIZE_FACTOR = 4
 # Closes after which the participant leaves at once; any other end of the socket may be resumed.
 FINAL_CLOSES = frozenset({1000, 1001, 4001, 4003, 4009, 4010, 4011, 4012, 4013})
 
+RECONNECT_REASONS = frozenset({"server_shutdown"})
+"""`closed` reasons that carry `reconnect: true`: the session lives on elsewhere or after the restart."""
+
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 SOCKETS_KEY = web.AppKey("sockets", dict["Socket", None])
 
@@ -99,7 +102,10 @@ class Socket:
         if self.close_code is not None:
             return
         self.close_code, self.close_reason = code, reason
-        self._outbox.append(orjson.dumps({"type": "closed", "reason": reason}))
+        closed: dict[str, Any] = {"type": "closed", "reason": reason}
+        if reason in RECONNECT_REASONS:
+            closed["reconnect"] = True  # an addition to PROTOCOL.md: join again, e.g. through another server
+        self._outbox.append(orjson.dumps(closed))
         self._outbox.append(_Close(code, reason))
         self._wakeup.set()
 

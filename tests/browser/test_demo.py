@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
+from sfu.bootstrap import ensure_demo
 from sfu.signaling.ws import SOCKETS_KEY
 from tests.browser.chromium import (
     ARTIFACTS,
@@ -36,10 +38,10 @@ async def browser() -> AsyncIterator[Any]:
         yield running
 
 
-async def demo_url(server: RunningServer, **extra: str) -> str:
-    """The demo page on the server's own origin, with a web-only key bound to that origin."""
-    creds = await server.credentials(origin=server.url)
-    return f"{server.url}/?" + urlencode({"session": SESSION, "key": creds.web_key, **extra})
+async def demo_url(server: RunningServer) -> str:
+    """The demo page as `sfu serve` offers it: the page gets the demo web-only key from /demo/config.json."""
+    await ensure_demo(server.server.store, replace(server.config, port=server.port))
+    return f"{server.url}/?" + urlencode({"session": SESSION})
 
 
 def remote_tiles(shown: list[dict[str, Any]], kind: str = "participant") -> list[dict[str, Any]]:
@@ -105,9 +107,11 @@ async def test_three_browsers_see_each_other_chat_share_screen_and_leave(
     # Carol leaves: her tiles go from the others within 2 s
     started = time.monotonic()
     await carol.click("#leave-button")
+    seen_after = []
     for page in (alice, bob, dave):
         await page.wait_for_selector(f".tile[data-uid='{uids['Carol']}']", state="detached", timeout=2000)
-    assert time.monotonic() - started < 2.0
+        seen_after.append(round(time.monotonic() - started, 2))
+    assert seen_after[-1] < 2.0, f"Carol's tiles went after {seen_after} s"
     await carol.wait_for_selector("#left-screen:not([hidden])")
 
     for page in (alice, bob, dave):
@@ -238,3 +242,57 @@ async def test_a_hidden_tile_pauses_its_video_and_showing_it_resumes(
     assert await bob.evaluate(packets) - paused_at < 5, "packets still arrive for a hidden tile"
     await bob.evaluate(display, [alice_uid, ""])
     await wait_for_decoding(bob, 1)
+
+
+@pytest.mark.xfail(strict=True, reason="simulcast layer selection is not built yet (issue 6)")
+async def test_dynacast_stops_encoding_the_layers_nobody_receives(
+    server: RunningServer, browser: Any
+) -> None:
+    url = await demo_url(server)
+    alice = await new_page(browser, server.url)
+    bob = await new_page(browser, server.url)
+    alice_uid = await join_demo(alice, url, "Alice", mic=False)
+    await join_demo(bob, url, "Bob", mic=False, cam=False)
+    await wait_for_decoding(bob, 1)
+    await bob.evaluate("""(uid) => {
+      const el = document.querySelector(`.tile[data-uid='${uid}']`);
+      el.style.cssText = 'position:fixed;left:0;top:0;width:160px;height:90px;z-index:9';
+    }""", alice_uid)
+    encodings = """() => window.demo.state.cam.transceiver.sender.getParameters().encodings
+      .map((e) => [e.rid, e.active])"""
+    # Bob's only subscription wants the lowest layer: the server asks Alice for q alone
+    await poll(
+        lambda: alice.evaluate(encodings),
+        lambda e: e == [["q", True], ["h", False], ["f", False]],
+        8, "h and f paused at the publisher",
+    )
+
+
+async def test_a_full_session_and_a_denied_camera_get_clear_messages(
+    server: RunningServer, browser: Any
+) -> None:
+    creds = await server.credentials(origin=server.url, max_participants=1)
+    url = f"{server.url}/?" + urlencode({"session": SESSION, "key": creds.web_key})
+    first = await new_page(browser, server.url)
+    await join_demo(first, url, "First", mic=False, cam=False)
+
+    second = await new_page(browser, server.url)
+    await second.goto(url)
+    await second.wait_for_selector("body[data-ready='true']")
+    await second.fill("#name-input", "Second")
+    await second.click("#join-button")
+    alert = await second.wait_for_selector("#join-error:not([hidden])", timeout=5000)
+    assert "session is full" in ((await alert.text_content()) or "")
+
+    # the browser refuses the camera and microphone: the page joins anyway and says why nothing is sent
+    denied = await new_page(browser, server.url)
+    await denied.add_init_script("""
+      navigator.mediaDevices.getUserMedia = async () => {
+        throw new DOMException('Permission denied', 'NotAllowedError');
+      };
+    """)
+    await first.click("#leave-button")
+    await join_demo(denied, url, "Denied")
+    toast = await denied.wait_for_selector(".toast[data-code='permission_denied']", timeout=5000)
+    assert "Permission denied" in ((await toast.text_content()) or "")
+    assert await denied.get_attribute("#mic-button", "aria-pressed") == "true"

@@ -77,6 +77,7 @@ function describeError(error) {
   }
 }
 
+const warn = (error) => console.warn("demo:", error);
 const capitalize = (text) => text.charAt(0).toUpperCase() + text.slice(1);
 
 function showJoinError(error) {
@@ -84,6 +85,7 @@ function showJoinError(error) {
   ui.joinError.replaceChildren(strong(title), document.createTextNode(detail));
   ui.joinError.dataset.code = error?.code ?? "";
   ui.joinError.hidden = false;
+  ui.joinError.scrollIntoView({ block: "nearest", behavior: "smooth" });
 }
 
 function toast(error, { kind = "error", timeoutMs = 6000 } = {}) {
@@ -208,6 +210,7 @@ function enterRoom(session) {
   ui.joinScreen.hidden = true;
   ui.leftScreen.hidden = true;
   ui.room.hidden = false;
+  if (window.matchMedia("(max-width: 900px)").matches) toggleChat(false);
   requestAnimationFrame(layoutGrid);
   ui.roomTitle.textContent = session.sid;
   ui.messages.replaceChildren();
@@ -218,7 +221,8 @@ function enterRoom(session) {
   history.replaceState(null, "", url);
 
   const local = localTile();
-  setTileName(local, `${session.localParticipant?.name || "You"} (you)`, session.uid);
+  const ownName = session.localParticipant?.name || "You";
+  setTileName(local, ownName, session.uid, `${ownName} (you)`);
   local.el.dataset.uid = session.uid;
 
   session.on("participantjoined", (p) => {
@@ -248,32 +252,27 @@ function enterRoom(session) {
 }
 
 function onFeedPublished(feed) {
-  if (feed.source === "screen" || feed.source === "screen_audio") {
+  if (feed.source === "screen") {
     const tile = screenTile(feed);
-    if (feed.kind === "video") {
-      tile.videoFeed = feed;
-      feed.attach(tile.video);
-      feed.on("track", () => renderTile(tile));
-    } else {
-      const audio = tile.audio();
-      feed.attach(audio);
-      feed.on("unpublished", () => audio.remove());
-    }
-    feed.on("unpublished", () => {
-      if (feed.kind === "video") removeTile(`screen:${feed.feedId}`);
-    });
+    tile.videoFeed = feed;
+    feed.attach(tile.video).catch(warn);
+    feed.on("track", () => renderTile(tile)).on("unpublished", () => removeTile(tile.key));
     renderTile(tile);
     return;
   }
   const tile = participantTile(feed.participant ?? { uid: feed.uid, name: feed.uid });
+  if (feed.kind === "audio") {
+    // microphone and screen audio play from the participant's tile
+    const audio = tile.audio();
+    feed.attach(audio).catch(warn);
+    feed.on("unpublished", () => audio.remove());
+    if (feed.source === "screen_audio") return;
+  }
   if (feed.kind === "video") {
     tile.videoFeed = feed;
-    feed.attach(tile.video);
+    feed.attach(tile.video).catch(warn);
   } else {
     tile.micFeed = feed;
-    const audio = tile.audio();
-    feed.attach(audio);
-    feed.on("unpublished", () => audio.remove());
   }
   const update = () => renderTile(tile);
   feed.on("updated", update).on("track", update).on("unpublished", () => {
@@ -351,11 +350,6 @@ function participantTile(p) {
 
 function screenTile(feed) {
   const key = `screen:${feed.feedId}`;
-  if (feed.kind === "audio") {
-    // screen audio plays in its screen's tile when there is one, else in a tile of its own
-    const screen = [...state.tiles.values()].find((t) => t.kind === "screen" && t.uid === feed.uid);
-    if (screen) return screen;
-  }
   const owner = state.session?.participants.get(feed.uid);
   return state.tiles.get(key) ?? createTile(key, { uid: feed.uid, name: `${owner?.name ?? feed.uid} · screen`, kind: "screen" });
 }
@@ -369,8 +363,8 @@ function removeTile(key) {
   layoutGrid();
 }
 
-function setTileName(tile, name, uid) {
-  tile.el.querySelector(".name").textContent = name || uid;
+function setTileName(tile, name, uid, label = name) {
+  tile.el.querySelector(".name").textContent = label || uid;
   const avatar = tile.el.querySelector(".avatar span");
   avatar.textContent = initials(name || uid);
   avatar.parentElement.style.setProperty("--avatar", `hsl(${hue(uid)} 55% 45%)`);

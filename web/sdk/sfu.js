@@ -658,7 +658,8 @@ class AdaptiveStream {
     this.timers.set(feed, setTimeout(() => {
       this.timers.delete(feed);
       this.#update(feed).catch(() => {
-        /* the feed went away meanwhile */
+        // the feed went away or is not forwarded yet: forget what was sent so the next change retries
+        feed._quality = { paused: false, width: 0, height: 0 };
       });
     }, QUALITY_DEBOUNCE_MS));
   }
@@ -881,10 +882,12 @@ export class Session extends Emitter {
   _onSocketClosed(signal, code, reason) {
     if (signal !== this._signal || this.state === "closed") return;
     const error = signal.closeError;
-    if (!this.options.reconnect || FINAL_CLOSE_CODES.has(code)) {
+    if (!this.options.reconnect || (FINAL_CLOSE_CODES.has(code) && !this._closedReconnect)) {
       this._close({ reason: this._closedReason ?? reason ?? "closed", code, error });
       return;
     }
+    this._closedReason = undefined;
+    this._closedReconnect = false;
     this._reconnect(0);
   }
 
@@ -992,6 +995,7 @@ export class Session extends Emitter {
         return this.emit("recording", msg);
       case "closed":
         this._closedReason = msg.reason;
+        this._closedReconnect = msg.reconnect === true; // e.g. server_shutdown: join again
         return undefined;
       default:
         return undefined;

@@ -172,3 +172,34 @@ async def test_recording_a_session_that_is_not_live_or_a_feed_that_is_not_there_
             await admin.start_recording("room", ["f_000000000000"])
         with pytest.raises(NotFound):
             await admin.get_recording("rec_0000")
+
+
+async def test_a_muted_stretch_stays_a_gap_in_the_timeline_and_session_end_finalizes_the_files(
+    server: RunningServer, creds: Credentials, sessions: Sessions, tmp_path: Path
+) -> None:
+    require_ffprobe()
+    _video, audio, _video_feed, audio_feed = await _publish(sessions, creds, server)
+    async with AdminClient(server.url, creds.admin_token()) as admin:
+        recording_id = await admin.start_recording("room", [audio_feed])
+        await asyncio.sleep(1.5)
+        await admin.mute_feed("room", audio_feed, True)
+        await asyncio.sleep(2.0)
+        await admin.mute_feed("room", audio_feed, False)
+        await asyncio.sleep(1.5)
+        ended_at = time.time()
+        await admin.end_session("room")
+
+        async def stopped() -> bool:
+            return bool((await admin.get_recording(recording_id))["state"] == "stopped")
+
+        await wait_until(stopped, timeout_s=10)
+        record = await admin.get_recording(recording_id)
+        (entry,) = record["files"]
+        assert entry["state"] == "complete"
+        path = tmp_path / entry["name"]
+        path.write_bytes(await admin.download_recording_file(recording_id, entry["name"]))
+    found = await probe(path)
+    gaps = [b - a for a, b in zip(found.packet_times, found.packet_times[1:], strict=False)]
+    assert max(gaps) == pytest.approx(2.0, abs=0.3), "the mute should leave a 2 s gap, not close it"
+    first = audio.sent_at[first_index(audio.clip, read_frames(path, 8))]
+    assert found.span_s == pytest.approx(ended_at - first, abs=0.3)
