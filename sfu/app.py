@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from sfu.config import Config
 from sfu.server import SERVER_KEY, Server
@@ -19,7 +20,7 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
 
 async def build_app(config: Config, store: Store | None = None) -> web.Application:
     """An aiohttp app with the server started on startup and closed on cleanup."""
-    middlewares = [error_middleware]
+    middlewares: list[Middleware] = [error_middleware]
     if config.trusted_proxies:
         middlewares.insert(0, forwarded_middleware(config.trusted_proxies))
     app = web.Application(client_max_size=1024 * 1024, middlewares=middlewares)

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from sfu.auth.authenticator import Authenticator
 from sfu.config import Config
+from sfu.media.bridge import IceNetwork
 from sfu.media.engine import MediaEngine
 from sfu.session.registry import Registry
 from sfu.session.session import Session
@@ -41,7 +42,8 @@ class Server:
         await store.open()
         auth = Authenticator(store)
         webhooks = WebhookSender(store)
-        media = MediaEngine(ice_hosts=config.ice_hosts)
+        network = IceNetwork(config.rtc_port_range, config.public_ips)
+        media = MediaEngine(ice_hosts=config.ice_hosts, ice_network=network)
         registry = Registry(config, store, webhooks, media)
 
         def add_media(session: Session) -> None:

@@ -15,21 +15,30 @@ libwebrtc:
   synchronously, no coroutine per packet;
 - ICE hosts: `aioice.ice.get_host_addresses` is wrapped once; inside `ice_hosts_scope(hosts)` (a
   ContextVar, so only the peer connections whose candidates are gathered in that scope are affected,
-  including aioice's gather tasks, which copy the context) it returns exactly the configured hosts.
+  including aioice's gather tasks, which copy the context) it returns exactly the configured hosts;
+- ICE ports and announced addresses: `aioice.ice.Connection.get_component_candidates` is wrapped the
+  same way; inside `ice_network_scope(network)` host sockets bind within a port range and candidates
+  carry the public address of a 1:1 NAT.
 
 `tests/unit/media/test_bridge_contract.py` fails loudly if an upgrade moves any of this.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import errno
 import ipaddress
 import logging
+import random
+import socket
 from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
+import aioice.turn
 import pylibsrtp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs import CODECS
@@ -76,6 +85,124 @@ def ice_hosts_scope(hosts: Sequence[str]) -> Iterator[None]:
         yield
     finally:
         _ICE_HOSTS.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class IceNetwork:
+    """Where host candidates bind and which address they announce (docs/deployment.md).
+
+    `port_range`: inclusive UDP ports for host sockets, so a firewall or `docker run -p` can open
+    exactly them. `announced`: (local address, public address) pairs; "0.0.0.0" / "::" as the local
+    address stand for every address of that family. The socket stays bound to the local address; only
+    the candidate carries the public one (a 1:1 NAT maps it back), as mediasoup's `announcedIp` does.
+    """
+
+    port_range: tuple[int, int] | None = None
+    announced: tuple[tuple[str, str], ...] = ()
+
+    def announce(self, host: str) -> str:
+        """The address to put in the candidate for a socket bound to `host`."""
+        wildcard = "0.0.0.0" if ipaddress.ip_address(host).version == 4 else "::"
+        exact = dict(self.announced)
+        return exact.get(host) or exact.get(wildcard) or host
+
+    @property
+    def is_default(self) -> bool:
+        return self.port_range is None and not self.announced
+
+
+_NETWORK: contextvars.ContextVar[IceNetwork | None] = contextvars.ContextVar("sfu_ice_network", default=None)
+_original_get_component_candidates: Callable[..., Any] | None = None
+
+
+async def _bind_host(connection: Any, address: str, port_range: tuple[int, int] | None) -> Any:
+    """A StunProtocol on a UDP socket bound to `address` and a free port of `port_range` (any port when
+    None), or None when no port is free; the first port tried is random so transports spread out."""
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    if port_range is None:
+        ports: Sequence[int] = (0,)
+    else:
+        low, high = port_range
+        start = random.randint(low, high)
+        ports = [*range(start, high + 1), *range(low, start)]
+    for port in ports:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                continue
+            log.warning("cannot bind ICE host %s: %s", address, exc)
+            return None
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: aioice.ice.StunProtocol(connection), sock=sock
+        )
+        return protocol
+    log.warning("no free UDP port in %s on %s: host candidate skipped", port_range, address)
+    return None
+
+
+async def _get_component_candidates(
+    self: Any, component: int, addresses: list[str], timeout: int = 5  # noqa: ASYNC109 (aioice's signature)
+) -> list[Any]:
+    """aioice's `Connection.get_component_candidates` with our host sockets inside `ice_network_scope`.
+
+    NOTE: mirrors aioice 0.13.0's host-candidate block (bind, SO_RCVBUF, `StunProtocol`, a `Candidate`
+    appended to `_protocols`); STUN/TURN candidates are still aioice's own (it is called with no host
+    addresses, so server-reflexive queries, which need host sockets, do not run: the server has none).
+    """
+    assert _original_get_component_candidates is not None
+    network = _NETWORK.get()
+    if network is None or network.is_default:
+        return list(await _original_get_component_candidates(self, component, addresses, timeout))
+    candidates: list[Any] = []
+    for address in addresses:
+        protocol = await _bind_host(self, address, network.port_range)
+        if protocol is None:
+            continue
+        bound_host, port = protocol.transport.get_extra_info("sockname")[:2]
+        host = network.announce(bound_host)
+        protocol.local_candidate = aioice.Candidate(
+            foundation=aioice.candidate.candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=aioice.candidate.candidate_priority(component, "host"),
+            host=host,
+            port=port,
+            type="host",
+        )
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    if self.turn_server is not None:
+        candidates += await _original_get_component_candidates(self, component, [], timeout)
+    return candidates
+
+
+def install_ice_network_override() -> None:
+    """Wraps `aioice.ice.Connection.get_component_candidates` once per process; a no-op outside
+    `ice_network_scope`."""
+    global _original_get_component_candidates
+    if _original_get_component_candidates is None:
+        _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+        aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def ice_network_scope(network: IceNetwork | None) -> Iterator[None]:
+    """Host candidates gathered inside bind within `network.port_range` and announce its addresses."""
+    if network is None or network.is_default:
+        yield
+        return
+    install_ice_network_override()
+    token = _NETWORK.set(network)
+    try:
+        yield
+    finally:
+        _NETWORK.reset(token)
 
 
 def _refuse(packet: bytes | bytearray) -> bytes | None:

@@ -21,8 +21,9 @@ class MediaEngine:
     a server). Empty means aioice's default: every interface except loopback.
     """
 
-    def __init__(self, ice_hosts: Sequence[str]) -> None:
+    def __init__(self, ice_hosts: Sequence[str], ice_network: bridge.IceNetwork | None = None) -> None:
         self.ice_hosts = tuple(ice_hosts)
+        self.ice_network = ice_network  # port range and announced (1:1 NAT) addresses of host candidates
         self._transports: set[Transport] = set()
         self._closed = False
         bridge.install_ice_host_override()
@@ -31,6 +32,7 @@ class MediaEngine:
         """A transport the participant publishes on (it offers, we answer)."""
         self._check_open()
         transport = PublisherTransport(self.ice_hosts, on_closed=self._transport_closed)
+        transport.ice_network = self.ice_network
         self._transports.add(transport)
         return transport
 
@@ -38,6 +40,7 @@ class MediaEngine:
         """A transport the participant receives on (we offer, it answers)."""
         self._check_open()
         transport = SubscriberTransport(self.ice_hosts, on_closed=self._transport_closed)
+        transport.ice_network = self.ice_network
         self._transports.add(transport)
         return transport
 

@@ -1,13 +1,20 @@
-"""One forwarder per (feed, subscriber): start on a key frame, rewrite the header, send, answer NACKs."""
+"""One forwarder per (feed, subscriber): start on a key frame, rewrite the header, send, answer NACKs.
+
+Simulcast: every layer's packets reach `forward` with their layer index; the `SimulcastSelector` says
+which one is current, and a switch happens on a key frame of the target layer only, re-basing seq and ts
+(`Munger.resync`), so the subscriber sees one continuous stream (one SSRC) across switches.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from sfu.media.counters import DropReason, new_drops
 from sfu.media.munger import Munger
 from sfu.media.rtp import HEADER, PT_SEQ_TS_SSRC, SEQ, SEQ_MASK, TS_MASK, payload_bounds
+from sfu.media.selector import SimulcastSelector
 
 if TYPE_CHECKING:
     from sfu.media.receiver import Receiver
@@ -17,6 +24,10 @@ _PAUSED = DropReason.PAUSED
 _WAITING = DropReason.WAITING_FOR_KEY_FRAME
 _BEFORE_START = DropReason.BEFORE_START
 _NOT_CONNECTED = DropReason.NOT_CONNECTED
+
+log = logging.getLogger("sfu.media.forwarder")
+
+LayerChanged = Callable[["Forwarder", str, str], None]  # (forwarder, rid, reason)
 
 
 class RtpSink(Protocol):
@@ -35,12 +46,19 @@ class Forwarder(Munger):
     `pack_into` of byte 1 (marker kept, payload type set), seq, timestamp and SSRC.
     """
 
+    layered: ClassVar[bool] = True  # receives every simulcast layer, with its index
+
     __slots__ = (
+        "announced_layer",
         "drops",
         "kind",
+        "layer_receiver",
+        "layer_switches",
+        "layers",
         "mid",
         "nacks_in",
         "octets",
+        "on_layer_changed",
         "packets",
         "paused",
         "payload_type",
@@ -50,6 +68,7 @@ class Forwarder(Munger):
         "rtx_payload_type",
         "rtx_seq",
         "rtx_ssrc",
+        "selector",
         "send",
         "sink",
         "video",
@@ -84,19 +103,38 @@ class Forwarder(Munger):
         self.retransmissions = 0
         self.nacks_in = 0
         self.plis_in = 0
+        self.layers = receiver.layers  # the feed's layer receivers, lowest first ((receiver,) if one)
+        self.layer_receiver = receiver  # the layer forwarded now: its ring answers NACKs, its SR maps ts
+        self.selector = SimulcastSelector(len(self.layers))
+        self.layer_switches = 0
+        self.announced_layer = -1
+        self.on_layer_changed: LayerChanged | None = None
+        if self.selector.simulcast:
+            self.selector.set_available(receiver.active_mask)
 
-    def forward(self, data: bytes, seq: int, ts: int, key_frame: bool, now_ns: int) -> None:
-        """Called by the receiver for every packet of the feed, in arrival order."""
+    def forward(
+        self, data: bytes, seq: int, ts: int, key_frame: bool, now_ns: int, layer: int = 0
+    ) -> None:
+        """Called by the receivers of the feed for every packet, in arrival order."""
         if self.paused:
             self.drops[_PAUSED] += 1
             return
-        if not self.started:
+        selector = self.selector
+        if layer != selector.current_layer:
+            if layer != selector.target_layer:
+                return  # another simulcast layer than this subscriber's
+            if not key_frame or not self.sink.connected:  # switch only on the target's key frame
+                self.drops[_WAITING] += 1
+                self.layers[layer].request_key_frame(now_ns)
+                return
+            self._switch_layer(layer, seq, ts, now_ns)
+        elif not self.started:
             if not self.sink.connected:  # starting now would waste the key frame
                 self.drops[_NOT_CONNECTED] += 1
                 return
             if self.video and not key_frame:  # a decoder cannot start mid-GOP
                 self.drops[_WAITING] += 1
-                self.receiver.request_key_frame(now_ns)
+                self.layers[layer].request_key_frame(now_ns)
                 return
             self.resync(seq, ts, now_ns)
         elif (seq - self.start_seq) & SEQ_MASK >= 0x8000:  # older than this epoch's first packet
@@ -123,7 +161,7 @@ class Forwarder(Munger):
         """
         self.nacks_in += 1
         sent = 0
-        ring = self.receiver.ring
+        ring = self.layer_receiver.ring
         for out_seq in out_seqs:
             seq = self.feed_seq(out_seq)
             data = ring.get(seq) if seq >= 0 else None
@@ -152,7 +190,7 @@ class Forwarder(Munger):
     def on_key_frame_request(self, now_ns: int) -> None:
         """A subscriber's PLI or FIR (RFC 4585 6.3.1, RFC 5104 4.3.1): the receiver coalesces them."""
         self.plis_in += 1
-        self.receiver.request_key_frame(now_ns)
+        self.layer_receiver.request_key_frame(now_ns)
 
     def set_paused(self, paused: bool) -> None:
         """Pause (stop sending, keep state) or resume on the next key frame, without seq/ts jumps."""
@@ -160,6 +198,55 @@ class Forwarder(Munger):
             return
         self.paused = paused
         self.stop()
+        self.receiver.update_wanted_layers()
+
+    # -- simulcast (off the per-packet path) -------------------------------------------------------------
+
+    def _switch_layer(self, layer: int, seq: int, ts: int, now_ns: int) -> None:
+        """A key frame of the target layer: continue seq/ts from our last packet (RFC 3550 5.1, 8.2)."""
+        self.resync(seq, ts, now_ns)
+        self.selector.switched(layer)
+        self.layer_receiver = self.layers[layer]
+        if layer == self.announced_layer or not self.selector.simulcast:
+            return  # a restart (pause, mute) on the same layer is no switch
+        if self.announced_layer >= 0:
+            self.layer_switches += 1
+        self.announced_layer = layer
+        rid = self.layer_receiver.rid
+        log.debug("forwarder %s switched to layer %s (%s)", self.mid, rid, self.selector.reason)
+        if self.on_layer_changed is not None:
+            self.on_layer_changed(self, rid, self.selector.reason)
+
+    def set_max_layer(self, layer: int, now_ns: int) -> None:
+        """The subscriber's preference (set_quality): the highest layer it wants."""
+        if self.selector.set_max_layer(layer):
+            self._request_target(now_ns)
+        self.receiver.update_wanted_layers()
+
+    def on_layers_available(self, mask: int, now_ns: int) -> None:
+        """The feed's arriving layers changed (one stopped or started): fall back or go up."""
+        if self.selector.set_available(mask):
+            self._request_target(now_ns)
+
+    def _request_target(self, now_ns: int) -> None:
+        target = self.selector.target_layer
+        if 0 <= target < len(self.layers) and target != self.selector.current_layer and not self.paused:
+            self.layers[target].request_key_frame(now_ns)
+
+    def stop(self) -> None:
+        """The next forwarded packet resyncs on a key frame (mute, pause, unsubscribe, source switch)."""
+        super().stop()
+        self.selector.reset()
+
+    @property
+    def wanted_layer(self) -> int:
+        """The layer this subscriber asks the publisher for (dynacast); -1 when paused."""
+        return -1 if self.paused else self.selector.max_layer
+
+    @property
+    def current_rid(self) -> str:
+        layer = self.selector.current_layer
+        return self.layers[layer].rid if 0 <= layer < len(self.layers) else ""
 
     def stats(self) -> dict[str, int]:
         return {
@@ -168,4 +255,6 @@ class Forwarder(Munger):
             "retransmissions": self.retransmissions,
             "nacks_in": self.nacks_in,
             "plis_in": self.plis_in,
+            "layer_switches": self.layer_switches,
+            "current_layer": self.selector.current_layer,
         }

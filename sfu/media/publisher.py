@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,9 +13,18 @@ from sfu.media import bridge
 from sfu.media.counters import DropReason
 from sfu.media.receiver import Receiver
 from sfu.media.rtcp import SenderReport, build_remb, build_rr, parse_compound
-from sfu.media.rtp import SSRC, URI_MID, build_extension_id_map, find_extension, payload_bounds
+from sfu.media.rtp import (
+    SSRC,
+    URI_MID,
+    URI_RID,
+    build_extension_id_map,
+    find_extension,
+    payload_bounds,
+)
 from sfu.media.sdp import MediaSection, munge_publisher_answer
 from sfu.media.transport import REPORT_EVERY_TICKS, RTCP_INTERVAL_S, Transport
+
+log = logging.getLogger("sfu.media.publisher")
 
 _SSRC_UNPACK = SSRC.unpack_from
 _monotonic_ns = time.monotonic_ns
@@ -25,6 +35,10 @@ _monotonic_ns = time.monotonic_ns
 # place for anything smarter.
 REMB_MIN_BPS = 3_000_000
 REMB_MAX_BPS = 20_000_000
+# A simulcast layer with no packet for this long has stopped (forwarders fall back within a second).
+LAYER_TIMEOUT_NS = 600_000_000
+
+LayersChanged = Callable[[Receiver, list[dict[str, int | str | None]]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +62,15 @@ class PublisherTransport(Transport):
         self._receivers_by_ssrc: dict[int, Receiver] = {}
         self._receivers_by_pt: dict[int, Receiver] = {}
         self._mid_ext_id = 0
+        self._rid_ext_id = 0
         self._octets_at_report = 0
         self._report_ns = 0
+        self._rate_ns = 0
+        self._layers_reported: dict[Receiver, list[dict[str, int | str | None]]] = {}
         self.remb_bps = REMB_MIN_BPS
+        # session glue: feed.layers changed / which rids subscribers want (PROTOCOL.md layers_wanted)
+        self.on_layers_changed: LayersChanged | None = None
+        self.on_layers_wanted: Callable[[Receiver], None] | None = None
 
     async def negotiate(self, offer_sdp: str) -> tuple[str, list[PublishedTrack]]:
         """Applies an offer (first or renegotiation); returns the answer and every active track.
@@ -70,6 +90,8 @@ class PublisherTransport(Transport):
                 self.receivers_by_mid[mid] = self._new_receiver(section)
             if URI_MID in section.extmap:
                 self._mid_ext_id = section.extmap[URI_MID]
+            if URI_RID in section.extmap:
+                self._rid_ext_id = section.extmap[URI_RID]
         self._rebuild_routes()
         tracks = [PublishedTrack(r.mid, r.kind, r.codec, r) for r in self.receivers_by_mid.values()]
         return answer_sdp, tracks
@@ -91,14 +113,50 @@ class PublisherTransport(Transport):
             sender_ssrc=self.rtcp_ssrc,
         )
         receiver.fmtp = section.fmtp.get(pt, "")
+        if section.kind == "video" and len(section.rids) > 1:
+            # RFC 8853 simulcast: one receiver per rid (own SSRC, ring, NACK), latched by the rid extension
+            layers = [receiver]
+            for index, rid in enumerate(section.rids):
+                layer = receiver if index == 0 else Receiver(
+                    self,
+                    mid=section.mid,
+                    kind=section.kind,
+                    codec=codec,
+                    clock_rate=clock_rate,
+                    payload_type=pt,
+                    ext_id_map=id_map,
+                    ext_identity=identity,
+                    sender_ssrc=self.rtcp_ssrc,
+                    rid=rid,
+                    layer=index,
+                )
+                params = section.rid_params.get(rid, {})
+                layer.width = int(params.get("max-width", "0") or 0)
+                layer.height = int(params.get("max-height", "0") or 0)
+                if index:
+                    layers.append(layer)
+            receiver.rid = section.rids[0]
+            receiver.ssrc = 0  # learned from RTP (Chrome sends no a=ssrc with rids)
+            receiver.set_layers(tuple(layers))
+            receiver.on_layers_wanted = self._on_layers_wanted
         return receiver
 
+    def _on_layers_wanted(self, receiver: Receiver) -> None:
+        if self.on_layers_wanted is not None:
+            self.on_layers_wanted(receiver)
+
+    @property
+    def layer_receivers(self) -> list[Receiver]:
+        """Every receiving stream: one per plain track, one per simulcast layer."""
+        return [layer for r in self.receivers_by_mid.values() for layer in r.layers]
+
     def _rebuild_routes(self) -> None:
-        receivers = list(self.receivers_by_mid.values())
-        self._receivers_by_ssrc = {r.ssrc: r for r in receivers if r.ssrc}
+        self._receivers_by_ssrc = {r.ssrc: r for r in self.layer_receivers if r.ssrc}
         by_pt: dict[int, list[Receiver]] = {}
-        for r in receivers:
+        for r in self.receivers_by_mid.values():
             by_pt.setdefault(r.payload_type, []).append(r)
+            if len(r.layers) > 1:
+                by_pt[r.payload_type].append(r)  # simulcast: never by payload type alone
         # RTP payload-type routing only when unambiguous (one track with that payload type)
         self._receivers_by_pt = {pt: rs[0] for pt, rs in by_pt.items() if len(rs) == 1}
 
@@ -125,6 +183,11 @@ class PublisherTransport(Transport):
             mid = find_extension(data, ext_start, ext_end, profile, self._mid_ext_id)
             if mid is not None:
                 receiver = self.receivers_by_mid.get(mid.decode(errors="replace"))
+        if receiver is not None and len(receiver.layers) > 1:
+            receiver = self._find_layer(data, receiver, profile, ext_end)
+            if receiver is None:
+                self.drops[DropReason.UNKNOWN_SSRC] += 1  # no rid (yet), or a repaired-rid (no RTX here)
+                return None
         if receiver is None:
             receiver = self._receivers_by_pt.get(data[1] & 0x7F)
         if receiver is None:
@@ -135,6 +198,62 @@ class PublisherTransport(Transport):
         receiver.set_ssrc(ssrc, _monotonic_ns())
         self._receivers_by_ssrc[ssrc] = receiver
         return receiver
+
+    def _find_layer(self, data: bytes, head: Receiver, profile: int, ext_end: int) -> Receiver | None:
+        """The layer named by the RFC 8852 rtp-stream-id extension (Chrome sends it on the first packets
+        of each SSRC only, so the SSRC is latched here)."""
+        if not self._rid_ext_id:
+            return None
+        ext_start = 12 + ((data[0] & 0x0F) << 2) + 4
+        rid = find_extension(data, ext_start, ext_end, profile, self._rid_ext_id)
+        if rid is None:
+            return None
+        name = rid.decode(errors="replace")
+        for layer in head.layers:
+            if layer.rid == name:
+                if layer.ssrc:
+                    self._receivers_by_ssrc.pop(layer.ssrc, None)
+                log.info("simulcast layer %s of mid %s is ssrc %d", name, head.mid, _SSRC_UNPACK(data, 8)[0])
+                return layer
+        return None
+
+    def check_layers(self, now_ns: int, measure: bool) -> None:
+        """Per RTCP tick: which simulcast layers arrive (forwarders fall back when one stops); once a
+        second also each layer's bitrate. Tells `on_layers_changed` when the feed's layers changed."""
+        elapsed_ns = now_ns - self._rate_ns if self._rate_ns else 0
+        if measure:
+            self._rate_ns = now_ns
+        for head in self.receivers_by_mid.values():
+            if len(head.layers) < 2:
+                continue
+            mask = 0
+            for layer in head.layers:
+                if layer.last_packet_ns and now_ns - layer.last_packet_ns < LAYER_TIMEOUT_NS:
+                    mask |= 1 << layer.layer
+                if measure:
+                    octets = layer.octets - layer.octets_at_rate
+                    if elapsed_ns:
+                        layer.bitrate_bps = octets * 8_000_000_000 // elapsed_ns
+                    layer.octets_at_rate = layer.octets
+            if mask != head.active_mask:
+                rids = [r.rid for r in head.layers if mask >> r.layer & 1]
+                log.info("simulcast mid %s layers %s", head.mid, rids)
+                head.set_active_layers(mask, now_ns)
+            self._report_layers(head)
+
+    def _report_layers(self, head: Receiver) -> None:
+        layers: list[dict[str, int | str | None]] = [
+            {"rid": r.rid, "width": r.width or None, "height": r.height or None, "bitrate": r.bitrate_bps}
+            for r in head.layers
+            if head.active_mask >> r.layer & 1
+        ]
+        reported = self._layers_reported.get(head)
+        shape = [(x["rid"], x["width"], x["height"]) for x in layers]
+        if reported is not None and [(x["rid"], x["width"], x["height"]) for x in reported] == shape:
+            return  # only appearing/disappearing layers or new sizes update the feed, not bitrate
+        self._layers_reported[head] = layers
+        if self.on_layers_changed is not None:
+            self.on_layers_changed(head, layers)
 
     def _on_rtcp_data(self, data: bytes) -> bridge._Done:
         self.rtcp_packets_in += 1
@@ -153,7 +272,8 @@ class PublisherTransport(Transport):
     def _flush(self, report: bool) -> None:
         """One compound RTCP datagram: RR (+REMB once a second), then PLIs and NACKs (RFC 4585 3.1)."""
         now_ns = _monotonic_ns()
-        receivers = [r for r in self.receivers_by_mid.values() if r.ssrc]
+        self.check_layers(now_ns, report)
+        receivers = [r for r in self.layer_receivers if r.ssrc]
         feedback: list[bytes] = []
         for r in receivers:
             feedback += r.take_feedback(now_ns)
@@ -166,7 +286,7 @@ class PublisherTransport(Transport):
         self._send_rtcp(parts + feedback)
 
     def _estimate_bps(self, now_ns: int) -> int:
-        octets = sum(r.octets for r in self.receivers_by_mid.values())
+        octets = sum(r.octets for r in self.layer_receivers)
         elapsed_ns = (
             now_ns - self._report_ns if self._report_ns else int(RTCP_INTERVAL_S * REPORT_EVERY_TICKS * 1e9)
         )
@@ -180,5 +300,6 @@ class PublisherTransport(Transport):
         for receiver in self.receivers_by_mid.values():
             receiver.close()
         self.receivers_by_mid.clear()
+        self._layers_reported.clear()
         self._receivers_by_ssrc.clear()
         self._receivers_by_pt.clear()

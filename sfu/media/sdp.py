@@ -88,13 +88,17 @@ def parse_section(lines: list[str]) -> MediaSection:
         elif key == "ssrc-group" and value.startswith("FID"):
             fid = [int(x) for x in value.split()[1:]]
         elif key == "rid":
-            parts = value.split()
-            if len(parts) >= 2 and parts[1] == "send" and parts[0] not in section.rids:
-                section.rids.append(parts[0])
-                section.rid_params[parts[0]] = _fmtp_params(parts[2] if len(parts) > 2 else "")
+            _add_rid(section, value.split())
     if len(fid) == 2 and fid[1] in section.ssrcs:  # RFC 4588 FID: keep the media SSRC only
         section.ssrcs.remove(fid[1])
     return section
+
+
+def _add_rid(section: MediaSection, parts: list[str]) -> None:
+    """RFC 8851 section 4: `a=rid:<id> send [max-width=..;max-height=..]`."""
+    if len(parts) >= 2 and parts[1] == "send" and parts[0] not in section.rids:
+        section.rids.append(parts[0])
+        section.rid_params[parts[0]] = _fmtp_params(parts[2] if len(parts) > 2 else "")
 
 
 def _fmtp_params(text: str) -> dict[str, str]:

@@ -168,7 +168,7 @@ class SubscriberTransport(Transport):
             f = slot.forwarder
             if not slot.active or not f.started:
                 continue
-            r = f.receiver
+            r = f.layer_receiver  # simulcast: the SR of the layer forwarded now (own ts offset)
             if r.sr_ntp:  # RFC 3550 6.4.1: the publisher's NTP<->RTP pair, moved to now and to our ts space
                 elapsed_ns = now_ns - r.sr_arrival_ns
                 ntp = r.sr_ntp + elapsed_ns * 4294967296 // 1_000_000_000

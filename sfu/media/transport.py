@@ -28,6 +28,7 @@ class Transport:
         self, ice_hosts: Sequence[str], on_closed: Callable[[Transport], None] | None = None
     ) -> None:
         self._ice_hosts = tuple(ice_hosts)
+        self.ice_network: bridge.IceNetwork | None = None  # set by the engine: ICE port range, public address
         self._on_closed = on_closed
         self._pc = bridge.new_peer_connection()
         self._pc.on("connectionstatechange", self._on_connection_state)
@@ -68,11 +69,12 @@ class Transport:
         return self._pc.createDataChannel(label, ordered=ordered, maxRetransmits=max_retransmits)
 
     async def _set_local(self, description: RTCSessionDescription) -> str:
-        if self._ice_hosts:
-            with bridge.ice_hosts_scope(self._ice_hosts):
+        with bridge.ice_network_scope(self.ice_network):
+            if self._ice_hosts:
+                with bridge.ice_hosts_scope(self._ice_hosts):
+                    await self._pc.setLocalDescription(description)
+            else:
                 await self._pc.setLocalDescription(description)
-        else:
-            await self._pc.setLocalDescription(description)
         self._hook()
         sdp: str = self._pc.localDescription.sdp
         return sdp

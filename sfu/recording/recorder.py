@@ -97,9 +97,13 @@ class FeedRecorder:
         self.receiver.add_forwarder(cast("Forwarder", self))
         self.receiver.request_key_frame(time.monotonic_ns())
 
-    def forward(self, data: bytes, seq: int, ts: int, key_frame: bool, now_ns: int) -> None:
-        """Per packet, on the loop: one append to a bounded deque (the `bytes` object is shared)."""
-        if self.failed:
+    def forward(self, data: bytes, seq: int, ts: int, key_frame: bool, now_ns: int, layer: int = 0) -> None:
+        """Per packet, on the loop: one append to a bounded deque (the `bytes` object is shared).
+
+        Simulcast: the layers' receivers share their head's forwarders and pass `layer`; a recorder is not
+        layer-aware and keeps layer 0, one SSRC with one seq/ts space (what `update_wanted_layers` expects).
+        """
+        if layer or self.failed:
             return
         queue = self.queue
         if len(queue) >= MAX_QUEUED_PACKETS:

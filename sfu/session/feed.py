@@ -17,9 +17,11 @@ class Layer:
     width: int | None = None
     height: int | None = None
     max_bitrate: int | None = None
+    bitrate: int | None = None  # measured by the server when the layer list last changed
 
     def to_wire(self) -> dict[str, Any]:
-        return {"rid": self.rid, "width": self.width, "height": self.height, "max_bitrate": self.max_bitrate}
+        return {"rid": self.rid, "width": self.width, "height": self.height, "max_bitrate": self.max_bitrate,
+                "bitrate": self.bitrate}
 
 
 @dataclass(slots=True, eq=False)

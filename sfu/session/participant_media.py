@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from sfu.errors import BadRequest, Conflict, Forbidden, NotFound
 from sfu.media.forwarder import Forwarder
 from sfu.media.publisher import PublishedTrack, PublisherTransport
+from sfu.media.selector import layer_for_size
 from sfu.media.subscriber import SubscriberTransport
-from sfu.session.feed import FeedKind
+from sfu.session.feed import FeedKind, Layer
 
 if TYPE_CHECKING:
     from sfu.media.receiver import Receiver
@@ -67,6 +68,8 @@ class ParticipantMedia:
             self._check_open()
             if self.publisher is None:
                 self.publisher = self.session_media.engine.create_publisher()
+                self.publisher.on_layers_changed = self._on_layers_changed
+                self.publisher.on_layers_wanted = self._on_layers_wanted
             try:
                 answer, tracks = await self.publisher.negotiate(sdp)
             except (ValueError, KeyError, IndexError, AssertionError) as exc:
@@ -150,6 +153,7 @@ class ParticipantMedia:
         if self.subscriber is None:
             self.subscriber = self.session_media.engine.create_subscriber()
         forwarder = self.subscriber.add(receiver, tag=feed_id, stream_id=feed_id)
+        forwarder.on_layer_changed = self._on_layer_changed
         self.forwarders_by_feed[feed_id] = forwarder
         self.participant.subscriptions.add(feed_id)
         return True
@@ -164,6 +168,42 @@ class ParticipantMedia:
                 removed = True
         if removed:
             self._want_offer()
+
+    # -- simulcast ---------------------------------------------------------------------------------------
+
+    def _on_layers_changed(self, receiver: Receiver, layers: list[dict[str, Any]]) -> None:
+        """The publisher transport saw simulcast layers appear or disappear: update `feed.layers`."""
+        feed_id = self.feed_ids_by_mid.get(receiver.mid)
+        if feed_id is not None and feed_id in self.session_media.session.feeds_by_id:
+            self.session_media.session.update_feed(feed_id, layers=[Layer(**x) for x in layers])
+
+    def _on_layers_wanted(self, receiver: Receiver) -> None:
+        """Dynacast: tell the publisher which of its layers somebody receives (PROTOCOL.md)."""
+        feed_id = self.feed_ids_by_mid.get(receiver.mid)
+        if feed_id is not None:
+            self.participant.send({"type": "layers_wanted", "feed_id": feed_id, "rids": receiver.wanted_rids})
+
+    def _on_layer_changed(self, forwarder: Forwarder, rid: str, reason: str) -> None:
+        feed_id = next((f for f, fw in self.forwarders_by_feed.items() if fw is forwarder), None)
+        if feed_id is not None:
+            self.participant.send({"type": "layer_changed", "feed_id": feed_id, "rid": rid, "reason": reason})
+
+    def set_quality(
+        self, feed_id: str, max_width: int | None, max_height: int | None, layer: str | None
+    ) -> None:
+        """set_quality's `layer` or `max_width`/`max_height`: the highest simulcast layer to receive."""
+        forwarder = self.forwarders_by_feed.get(feed_id)
+        if forwarder is None:
+            raise NotFound(f"not subscribed to feed {feed_id}")
+        layers = forwarder.layers
+        if layer is not None:
+            rids = [r.rid for r in layers]
+            index = rids.index(layer) if layer in rids else "qhf".find(layer)
+        elif max_width is not None or max_height is not None:
+            index = layer_for_size([(r.width, r.height) for r in layers], max_width, max_height)
+        else:
+            return
+        forwarder.set_max_layer(max(index, 0), time.monotonic_ns())
 
     def set_paused(self, feed_id: str, paused: bool) -> None:
         forwarder = self.forwarders_by_feed.get(feed_id)

@@ -45,7 +45,7 @@ def forwarded_middleware(proxies: Sequence[str]) -> Middleware:
         peer = request.remote
         if not _trusted(peer, networks):
             return await handler(request)
-        remote = client_address(peer, request.headers.get("X-Forwarded-For"), networks)
+        remote = client_address(peer, request.headers.get("X-Forwarded-For"), networks) or ""
         proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         scheme = proto if proto in ("http", "https") else request.scheme
         return await handler(request.clone(remote=remote, scheme=scheme))

@@ -19,5 +19,5 @@ async def healthz(request: web.Request) -> web.Response:
     if not (registry.draining or registry.closed):
         return json_response({"status": "ok"})
     status = "shutting_down" if registry.closed else "draining"
-    body = {"status": status, "sessions": len(registry.sessions_by_key), "participants": registry.participant_count}
-    return json_response(body, status=503)
+    sessions, participants = len(registry.sessions_by_key), registry.participant_count
+    return json_response({"status": status, "sessions": sessions, "participants": participants}, status=503)

@@ -70,12 +70,13 @@ async def handle_candidate(call: Call, request: tuple[messages.Candidate, bool])
 
 
 async def handle_set_quality(call: Call, request: messages.SetQuality) -> Reply:
-    """Without simulcast only `paused` changes what is sent; sizes and layers are kept for later."""
+    """`layer` or `max_width`/`max_height` pick the highest simulcast layer; `paused` stops forwarding."""
     media = _media(call)
+    if request.feed_id not in media.forwarders_by_feed:
+        media.set_paused(request.feed_id, False)  # raises NotFound for a feed we do not receive
+    media.set_quality(request.feed_id, request.max_width, request.max_height, request.layer)
     if request.paused is not None:
         media.set_paused(request.feed_id, request.paused)
-    elif request.feed_id not in media.forwarders_by_feed:
-        media.set_paused(request.feed_id, False)  # raises NotFound for a feed we do not receive
     return {"type": "quality_set"}
 
 

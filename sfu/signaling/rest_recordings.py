@@ -6,9 +6,13 @@ per-key `record` switch cannot be overridden by any token either way. Answers: `
 `{"recording_id", "state"}`; `DELETE` 200 with the recording once every file is final (idempotent: a
 finished recording answers its record); `GET` the recording with `files`, one manifest entry per file:
 `name, feed_id, uid, kind, codec, start_offset_ms` (from the recording's start), `started_at` (unix s),
-`duration_ms, size, frames, state` (complete | recording | failed), `error, drops`. A recording whose
+`duration_ms, size, frames, state` (complete | recording | failed), `error, drops`. A recording's `state`
+is recording | stopped | failed | interrupted (the server died while it ran: its files are readable up to
+about a second before the crash, its manifest is as of the last 5 s checkpoint). A recording whose
 directory cannot be created fails the `POST` with 500 `internal`; a file that cannot be written later
-stops the recording with state `failed` (event + `recording_failed` webhook), never the session.
+(disk full, unwritable) stops the recording with state `failed`: participants get `recording
+{state:"failed", recording_id, error}`, webhooks `recording_failed` then `recording_finished`; the session
+goes on. Simulcast feeds are recorded at their layer 0 (the receiver's head layer).
 """
 
 from __future__ import annotations

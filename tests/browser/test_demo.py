@@ -244,7 +244,6 @@ async def test_a_hidden_tile_pauses_its_video_and_showing_it_resumes(
     await wait_for_decoding(bob, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="simulcast layer selection is not built yet (issue 6)")
 async def test_dynacast_stops_encoding_the_layers_nobody_receives(
     server: RunningServer, browser: Any
 ) -> None:

@@ -18,7 +18,8 @@ from tests.support import wait_until
 async def join(http: aiohttp.ClientSession, served: Served, sid: str, uid: str,
                **fields: Any) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
     ws = await http.ws_connect(served.ws_url)
-    await ws.send_str(orjson.dumps({"type": "join", "id": 1, "token": served.token(sid, uid), **fields}).decode())
+    join = {"type": "join", "id": 1, "token": served.token(sid, uid), **fields}
+    await ws.send_str(orjson.dumps(join).decode())
     reply = orjson.loads(await ws.receive_str(timeout=10))
     return ws, reply
 
