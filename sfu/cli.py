@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(serve)
     serve.set_defaults(handler=cmd_serve)
 
+    health = commands.add_parser("health", help="probe /healthz of the local server (health checks)")
+    health.add_argument("--url", help="default: from SFU_HOST, SFU_PORT and SFU_TLS_CERT")
+    health.add_argument("--ready", action="store_true", help="fail while draining too (readiness)")
+    health.set_defaults(handler=cmd_health)
+
     client = commands.add_parser("client", help="manage clients").add_subparsers(dest="action", required=True)
     p = client.add_parser("create", help="create a client")
     p.add_argument("name")
@@ -223,6 +228,35 @@ def _print_banner(demo: dict[str, Any], config: Config) -> None:
         f"demo page      {demo['url']}",
     ]
     print("\n".join(lines), flush=True)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when alive: `/healthz` answers 200, or 503 `draining` unless `--ready` (a draining server
+    must not be restarted by its orchestrator, only taken out of rotation)."""
+    import urllib.error
+    import urllib.request
+
+    url = args.url or _health_url(load(None))
+    # NOTE: a local probe: the certificate names the public host, not 127.0.0.1
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(url, timeout=3, context=context) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return _fail(f"{url}: {getattr(exc, 'reason', exc)}", 1)
+    state = str(orjson.loads(body).get("status", "")) if body else ""
+    print(f"{status} {state}", flush=True)
+    return 0 if status == 200 or (status == 503 and state == "draining" and not args.ready) else 1
+
+
+def _health_url(config: Config) -> str:
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.host, config.host)
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if config.tls_cert is not None else "http"
+    return f"{scheme}://{host}:{config.port}/healthz"
 
 
 # store commands

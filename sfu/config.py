@@ -44,7 +44,7 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For/-Proto are believed
-    shutdown_timeout_s: float = 8.0
+    shutdown_timeout_s: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

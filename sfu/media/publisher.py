@@ -51,6 +51,10 @@ class PublishedTrack:
     receiver: Receiver
 
 
+def _layer_shape(layers: list[dict[str, int | str | None]]) -> list[tuple[object, ...]]:
+    return [(x["rid"], x["width"], x["height"], bool(x["bitrate"])) for x in layers]
+
+
 class PublisherTransport(Transport):
     """Receives a participant's published tracks; answers offers, sends RR/REMB/PLI/NACK back."""
 
@@ -248,9 +252,8 @@ class PublisherTransport(Transport):
             if head.active_mask >> r.layer & 1
         ]
         reported = self._layers_reported.get(head)
-        shape = [(x["rid"], x["width"], x["height"]) for x in layers]
-        if reported is not None and [(x["rid"], x["width"], x["height"]) for x in reported] == shape:
-            return  # only appearing/disappearing layers or new sizes update the feed, not bitrate
+        if reported is not None and _layer_shape(reported) == _layer_shape(layers):
+            return  # layers appearing or disappearing, new sizes, a first bitrate: not every bitrate change
         self._layers_reported[head] = layers
         if self.on_layers_changed is not None:
             self.on_layers_changed(head, layers)

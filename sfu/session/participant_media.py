@@ -62,7 +62,7 @@ class ParticipantMedia:
         for source, _name in declared.values():
             if not grants.can_publish(source):
                 raise Forbidden(f"token does not grant publish of {source}")
-        if not grants.publishes_anything:
+        if not grants.publishes_anything and not grants.data:  # data only: a transport for data channels
             raise Forbidden("token does not grant publish")
         async with self._publish_lock:
             self._check_open()
@@ -70,6 +70,7 @@ class ParticipantMedia:
                 self.publisher = self.session_media.engine.create_publisher()
                 self.publisher.on_layers_changed = self._on_layers_changed
                 self.publisher.on_layers_wanted = self._on_layers_wanted
+                self.publisher.on_data_channel = self._on_data_channel
             try:
                 answer, tracks = await self.publisher.negotiate(sdp)
             except (ValueError, KeyError, IndexError, AssertionError) as exc:
@@ -212,6 +213,21 @@ class ParticipantMedia:
         forwarder.set_paused(paused)
         if not paused:
             forwarder.receiver.request_key_frame(time.monotonic_ns())
+
+    # -- data channels (sfu/session/data_relay.py) -------------------------------------------------------
+
+    def _on_data_channel(self, channel: Any) -> None:
+        self.session_media.data_relay.on_publisher_channel(self.participant, channel)
+
+    def subscriber_transport(self) -> SubscriberTransport:
+        """The subscriber transport, created on first use (by a forwarder or the data relay)."""
+        if self.subscriber is None:
+            self.subscriber = self.session_media.engine.create_subscriber()
+        return self.subscriber
+
+    def renegotiate(self) -> None:
+        """Something besides forwarders (the data relay's channels) changed the subscriber transport."""
+        self._want_offer()
 
     # -- subscriber negotiation FIFO ---------------------------------------------------------------------
 

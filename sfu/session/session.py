@@ -162,10 +162,12 @@ class Session:
             self.remove_feed(feed_id)
         for observer in self.observers:
             observer.on_participant_removed(self, participant)
-        await participant.close(code, reason)
+        # NOTE: others hear of the leave before the leaver's transports finish closing (that can take
+        # a while), so their tiles go at once.
         if not participant.hidden:
             self._broadcast({"type": "participant_left", "uid": participant.uid, "reason": reason})
         self._emit("participant_left", {"uid": participant.uid, "reason": reason})
+        await participant.close(code, reason)
         if not self.participants_by_uid and not self.closed and self._linger_task is None:
             self._linger_task = call_later(self.config.session_linger_s, self._on_linger_expired,
                                            f"session-linger-{self.sid}")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sfu.media.engine import MediaEngine
 from sfu.media.speakers import Speaker
+from sfu.session.data_relay import DataRelay
 from sfu.session.participant_media import ParticipantMedia
 from sfu.session.speaker_watch import SpeakerWatch
 
@@ -37,6 +38,7 @@ class SessionMedia:
         self.media_by_uid: dict[str, ParticipantMedia] = {}
         self.speakers = SpeakerWatch(self._on_speakers_changed)
         self.media_observers: list[MediaObserver] = []
+        self.data_relay = DataRelay(self)  # binary data channels; `data_relay.counters` for metrics
         session.observers.append(self)
         session.media = self
 
@@ -75,6 +77,7 @@ class SessionMedia:
 
     def on_participant_added(self, session: Session, participant: Participant) -> None:
         """Auto-subscribe a newcomer to every feed it may receive (one offer for all of them)."""
+        self.data_relay.on_participant_added(participant)
         wanted = [
             feed.feed_id
             for feed in session.feeds_by_id.values()
@@ -96,6 +99,7 @@ class SessionMedia:
 
     def on_participant_removed(self, session: Session, participant: Participant) -> None:
         """Its transports close with it (an attachment); its feeds were removed just before."""
+        self.data_relay.on_participant_removed(participant)
 
     def on_participant_media_closed(self, media: ParticipantMedia) -> None:
         if self.media_by_uid.get(media.participant.uid) is media:
@@ -110,6 +114,7 @@ class SessionMedia:
     async def close(self) -> None:
         """The session ended: stop sampling speakers (participants close their own transports)."""
         await self.speakers.close()
+        self.data_relay.close()
         self.receivers_by_feed.clear()
         for observer in list(self.media_observers):
             observer.on_media_closed()

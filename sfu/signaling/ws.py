@@ -189,6 +189,8 @@ class Socket:
                 await self._join(messages.parse_join(frame), rid)
                 return True
             except SfuError as exc:
+                log.info("join refused: %s: %s", exc.code, exc.message,
+                         extra={"origin": self.request.headers.get("Origin")})
                 self.send(error_frame(exc, rid))
                 if exc.close_code is not None:
                     self.close(exc.close_code, exc.code)

@@ -36,6 +36,9 @@ def ensure_coturn() -> str | None:
     if done.returncode != 0 or not shutil.which(TURNSERVER):
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return f"apt-get install coturn failed (no network?): {last}"
+    if shutil.which("systemctl"):  # the package may start a system-wide turnserver: tests use their own
+        stop = ["systemctl", "disable", "--now", "coturn"]
+        subprocess.run(stop, capture_output=True, timeout=30, check=False)
     return None
 
 

@@ -121,6 +121,7 @@ class Received:
     rtp: list[tuple[float, int, int, int]] = field(default_factory=list)
     frames: dict[str, int] = field(default_factory=lambda: {"audio": 0, "video": 0})
     first_frame_at: dict[str, float] = field(default_factory=dict)
+    video_sizes: list[tuple[float, int, int]] = field(default_factory=list)  # (decoded at s, width, height)
 
     def seqs(self, ssrc: int) -> list[int]:
         return [seq for _, s, seq, _ in self.rtp if s == ssrc]
@@ -146,7 +147,9 @@ class ClientPeer:
         kind = track.kind
         try:
             while True:
-                await track.recv()
+                frame: Any = await track.recv()
+                if kind == "video":
+                    self.received.video_sizes.append((time.monotonic(), frame.width, frame.height))
                 self.received.frames[kind] += 1
                 self.received.first_frame_at.setdefault(kind, time.monotonic())
         except MediaStreamError:

@@ -43,7 +43,8 @@ def run(events: list[Event]) -> list[tuple[int, int]]:
         ),
         (
             "downgrade keeps the current layer until the lower one has a key frame",
-            [("avail", ALL), ("pkt", 2, True), ("max", 0), ("pkt", 2, False), ("pkt", 0, False), ("pkt", 0, True)],
+            [("avail", ALL), ("pkt", 2, True), ("max", 0), ("pkt", 2, False), ("pkt", 0, False),
+             ("pkt", 0, True)],
             [(-1, 2), (2, 2), (2, 0), (2, 0), (2, 0), (0, 0)],
         ),
         (

@@ -3,6 +3,7 @@ fallback, dynacast wants, VP8 key frame sizes, and the SDP answer."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -111,7 +112,7 @@ def test_seq_and_ts_stay_continuous_across_layer_switches(
     seqs = [s for s, _, _ in headers]
     assert seqs == [(initial_seq + i) & 0xFFFF for i in range(len(seqs))]
     assert {ssrc for _, _, ssrc in headers} == {777}
-    steps = [(b[1] - a[1]) & 0xFFFFFFFF for a, b in zip(headers, headers[1:], strict=False)]
+    steps = [(b[1] - a[1]) & 0xFFFFFFFF for a, b in itertools.pairwise(headers)]
     # a frame apart, or wall time since the last packet; 1 tick when the new layer's key frame is the
     # same picture as the frame just sent from the old layer (never backwards, never a leap)
     assert all(step in (0, 1, 2970, 3000) for step in steps), steps
@@ -219,7 +220,8 @@ a=rtpmap:96 VP8/90000
 
 
 def test_publisher_answer_accepts_simulcast_rfc8853() -> None:
-    answer, media = munge_publisher_answer(AIORTC_ANSWER.replace("\n", "\r\n"), CHROME_OFFER.replace("\n", "\r\n"))
+    offer = CHROME_OFFER.replace("\n", "\r\n")
+    answer, media = munge_publisher_answer(AIORTC_ANSWER.replace("\n", "\r\n"), offer)
     lines = answer.splitlines()
     assert [x for x in lines if x.startswith(("a=rid:", "a=simulcast:"))] == [
         "a=rid:q recv", "a=rid:h recv", "a=rid:f recv", "a=simulcast:recv q;h;f",
