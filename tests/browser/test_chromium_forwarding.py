@@ -5,8 +5,6 @@ and the publisher's send estimate must ramp past 1.5 Mbit/s thanks to the server
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,21 +13,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.browser.chromium import chromium, needs_chromium
 from tests.support import Credentials, RunningServer
 
-CHROMIUM = "/usr/bin/chromium"
 PAGE = Path(__file__).parent / "pages" / "raw_peer.html"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed"),
-]
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 @pytest.fixture
@@ -53,17 +42,12 @@ async def page_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    with tempfile.TemporaryDirectory() as profile:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=ARGS, headless=True
-            )
-            try:
-                yield context
-            finally:
-                await context.close()
+    async with chromium() as running:
+        context = await running.new_context()
+        try:
+            yield context
+        finally:
+            await context.close()
 
 
 async def poll(page: Any, script: str, predicate: Any, timeout_s: float) -> Any:

@@ -45,7 +45,9 @@ def build_context(target: Path) -> None:
             shutil.copy2(path, target / source)
 
 
-async def test_the_wheel_holds_the_packages_and_the_console_script_runs_from_an_install(tmp_path: Path) -> None:
+async def test_the_wheel_holds_the_packages_and_its_console_script_runs_once_installed(
+    tmp_path: Path,
+) -> None:
     context, wheels, prefix = tmp_path / "src", tmp_path / "wheels", tmp_path / "site"
     context.mkdir()
     build_context(context)

@@ -27,7 +27,10 @@ def framed(header: bytes, payload: bytes = b"") -> bytes:
     [
         (framed(b"{}", b"x"), ClientMessage(None, None, b"x")),
         (framed(b"{}"), ClientMessage(None, None, b"")),
-        (framed(b'{"to":["bob"],"topic":"cursor"}', b"\x00\xff"), ClientMessage(("bob",), "cursor", b"\x00\xff")),
+        (
+            framed(b'{"to":["bob"],"topic":"cursor"}', b"\x00\xff"),
+            ClientMessage(("bob",), "cursor", b"\x00\xff"),
+        ),
         (framed(b'{"to":[]}', b"p"), ClientMessage((), None, b"p")),
         (framed(b'{"to":["a","a","b"]}'), ClientMessage(("a", "b"), None, b"")),
         (framed(b'{"topic":null,"extra":1}', b"p"), ClientMessage(None, None, b"p")),
@@ -60,7 +63,9 @@ def test_well_formed_client_messages_parse(raw: bytes, expected: ClientMessage) 
         (framed(b"{}", bytes(MAX_PAYLOAD_BYTES + 1)), DataDropReason.OVERSIZE),
     ],
 )
-def test_malformed_or_oversize_client_messages_are_refused_with_a_reason(raw: object, reason: DataDropReason) -> None:
+def test_malformed_or_oversize_client_messages_are_refused_with_a_reason(
+    raw: object, reason: DataDropReason
+) -> None:
     assert parse_client_message(raw) is reason
 
 
@@ -75,7 +80,8 @@ def test_server_messages_decode_in_the_sdk(from_uid: str, topic: str | None, pay
 
 
 @pytest.mark.parametrize(
-    ("to", "topic", "payload"), [(None, None, b"p"), (["bob", "carol"], "cursor", b"\x00" * 100), ([], "t", b"")]
+    ("to", "topic", "payload"),
+    [(None, None, b"p"), (["bob", "carol"], "cursor", b"\x00" * 100), ([], "t", b"")],
 )
 def test_sdk_and_server_client_framing_agree(to: list[str] | None, topic: str | None, payload: bytes) -> None:
     wire = encode_data_message(payload, topic, to)
