@@ -84,7 +84,11 @@ class DataChannels:
                 self._lossy = pc.createDataChannel(LOSSY_LABEL, ordered=False, maxRetransmits=0)
                 self._reliable.bufferedAmountLowThreshold = LOW_WATER_BYTES
                 self._pc = pc
-                await publisher.negotiate([])
+                try:
+                    await publisher.negotiate([])
+                except BaseException:
+                    self._pc = None  # the next send opens them again
+                    raise
             channels = (self._reliable, self._lossy)
             await self._wait_open(channels)
         return channels[0] if reliable else channels[1]

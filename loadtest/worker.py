@@ -238,7 +238,7 @@ class Worker:
         clips = self.plan.media.clips()
         feeds = await self.publish(clips) if self.plan.publishers else []
         self.conn.send(("published", [(f.feed_id, f.publisher, f.kind) for f in feeds]))
-        handlers: dict[str, Callable[[Any], Awaitable[bool]]] = {
+        handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "subscribe": self._on_subscribe,
             "snapshot": self._on_snapshot,
         }
@@ -248,13 +248,13 @@ class Worker:
                 return
             await handlers[command](arg)
 
-    async def _on_subscribe(self, feeds: list[tuple[str, int, str]]) -> bool:
+    async def _on_subscribe(self, feeds: list[tuple[str, int, str]]) -> None:
         refs = [FeedRef(*f) for f in feeds]
         ok = await self.subscribe(refs) if self.plan.subscribers else 0
         self.conn.send(("subscribed", ok))
-        return True
 
-    async def _on_snapshot(self, phase: str) -> bool:
+    async def _on_snapshot(self, phase: str) -> None:
+        """`begin` starts collecting latency samples, `end` hands them over, `progress` only counts."""
         if phase == "begin":
             self.state.latency_ms = []
             self.state.measuring = True
@@ -262,7 +262,6 @@ class Worker:
         if phase == "end":
             self.state.measuring = False
         self.conn.send(("snapshot", snap))
-        return True
 
 
 def worker_main(conn: Connection, plan: WorkerPlan) -> None:

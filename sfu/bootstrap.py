@@ -45,13 +45,14 @@ class DemoCredentials:
 
 def demo_origins(config: Config) -> tuple[str, ...]:
     """The origins a browser on this machine uses for the demo page, plus the listen address if specific."""
-    origins = [f"http://127.0.0.1:{config.port}", f"http://localhost:{config.port}"]
+    scheme = "https" if config.tls_cert is not None else "http"  # --tls-cert: the page is served over HTTPS
+    origins = [f"{scheme}://127.0.0.1:{config.port}", f"{scheme}://localhost:{config.port}"]
     try:
         address = ipaddress.ip_address(config.host)
     except ValueError:
         address = None
     if address is not None and not address.is_unspecified and not address.is_loopback:
-        origins.append(str(Origin("http", str(address), config.port)))
+        origins.append(str(Origin(scheme, str(address), config.port)))
     return tuple(origins)
 
 
@@ -60,7 +61,8 @@ def demo_url(config: Config) -> str:
     with contextlib.suppress(ValueError):
         address = ipaddress.ip_address(host)
         host = "127.0.0.1" if address.is_unspecified else f"[{host}]" if address.version == 6 else host
-    return f"http://{host}:{config.port}/"
+    scheme = "https" if config.tls_cert is not None else "http"
+    return f"{scheme}://{host}:{config.port}/"
 
 
 async def ensure_demo(store: Store, config: Config) -> DemoCredentials:

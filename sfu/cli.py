@@ -246,7 +246,11 @@ def cmd_health(args: argparse.Namespace) -> int:
         status, body = exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
         return _fail(f"{url}: {getattr(exc, 'reason', exc)}", 1)
-    state = str(orjson.loads(body).get("status", "")) if body else ""
+    try:
+        parsed = orjson.loads(body) if body else {}
+    except orjson.JSONDecodeError:
+        parsed = {}
+    state = str(parsed.get("status", "")) if isinstance(parsed, dict) else ""
     print(f"{status} {state}", flush=True)
     return 0 if status == 200 or (status == 503 and state == "draining" and not args.ready) else 1
 

@@ -18,7 +18,7 @@ libwebrtc:
   including aioice's gather tasks, which copy the context) it returns exactly the configured hosts;
 - ICE ports and announced addresses: `aioice.ice.Connection.get_component_candidates` is wrapped the
   same way; inside `ice_network_scope(network)` host sockets bind within a port range and candidates
-  carry the public address of a 1:1 NAT.
+  carry the public address of a 1:1 NAT (contract: `tests/unit/deploy/test_ice_network.py`).
 
 `tests/unit/media/test_bridge_contract.py` fails loudly if an upgrade moves any of this.
 """
@@ -135,12 +135,15 @@ async def _bind_host(connection: Any, address: str, port_range: tuple[int, int] 
                 continue
             log.warning("cannot bind ICE host %s: %s", address, exc)
             return None
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_datagram_endpoint(
-            lambda: aioice.ice.StunProtocol(connection), sock=sock
-        )
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
+            _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(connection), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
         return protocol
     log.warning("no free UDP port in %s on %s: host candidate skipped", port_range, address)
     return None

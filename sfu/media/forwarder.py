@@ -223,6 +223,11 @@ class Forwarder(Munger):
             self._request_target(now_ns)
         self.receiver.update_wanted_layers()
 
+    def set_bandwidth_layer(self, layer: int, now_ns: int) -> None:
+        """The allocator's cap: the highest layer this subscriber's bandwidth estimate fits."""
+        if self.selector.set_bandwidth_layer(layer):
+            self._request_target(now_ns)
+
     def on_layers_available(self, mask: int, now_ns: int) -> None:
         """The feed's arriving layers changed (one stopped or started): fall back or go up."""
         if self.selector.set_available(mask):

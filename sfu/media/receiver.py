@@ -328,6 +328,9 @@ class Receiver:
     def add_forwarder(self, forwarder: Forwarder) -> None:
         if forwarder not in self.forwarders:
             self.forwarders = (*self.forwarders, forwarder)
+            if len(self.layers) > 1 and getattr(forwarder, "layered", False):
+                # layers may have started between the forwarder's creation and now (SDP round trip)
+                forwarder.selector.set_available(self.active_mask)
             self._share_forwarders()
 
     def remove_forwarder(self, forwarder: Forwarder) -> None:

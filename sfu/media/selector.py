@@ -20,11 +20,20 @@ REASON_BANDWIDTH: Final = "bandwidth"  # reserved for the allocator
 class SimulcastSelector:
     """Which layer of a feed one subscriber gets; `Forwarder` asks it per packet through two ints."""
 
-    __slots__ = ("available_mask", "current_layer", "layer_count", "max_layer", "reason", "target_layer")
+    __slots__ = (
+        "available_mask",
+        "bandwidth_layer",
+        "current_layer",
+        "layer_count",
+        "max_layer",
+        "reason",
+        "target_layer",
+    )
 
     def __init__(self, layer_count: int) -> None:
         self.layer_count = max(1, layer_count)
-        self.max_layer = self.layer_count - 1  # default: the highest (until bandwidth estimation)
+        self.max_layer = self.layer_count - 1  # the subscriber's preference; default the highest
+        self.bandwidth_layer = self.layer_count - 1  # the allocator's cap (allocator.py)
         self.available_mask = 1 if layer_count <= 1 else 0  # bit i: layer i arrives
         self.current_layer = 0 if layer_count <= 1 else -1
         self.target_layer = 0 if layer_count <= 1 else -1
@@ -39,6 +48,11 @@ class SimulcastSelector:
         self.max_layer = min(max(layer, 0), self.layer_count - 1)
         return self._retarget(REASON_PREFERENCE)
 
+    def set_bandwidth_layer(self, layer: int) -> bool:
+        """The allocator's cap for this subscriber's budget; returns True if the target changed."""
+        self.bandwidth_layer = min(max(layer, 0), self.layer_count - 1)
+        return self._retarget(REASON_BANDWIDTH)
+
     def set_available(self, mask: int) -> bool:
         """The layers that arrive now (bit i = layer i); returns True if the target changed."""
         self.available_mask = mask
@@ -46,12 +60,13 @@ class SimulcastSelector:
 
     def _retarget(self, reason: str) -> bool:
         best = -1
-        for layer in range(self.max_layer, -1, -1):
+        cap = min(self.max_layer, self.bandwidth_layer)
+        for layer in range(cap, -1, -1):
             if self.available_mask >> layer & 1:
                 best = layer
                 break
         if best < 0:
-            for layer in range(self.max_layer + 1, self.layer_count):
+            for layer in range(cap + 1, self.layer_count):
                 if self.available_mask >> layer & 1:
                     best = layer
                     break

@@ -11,6 +11,7 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from sfu.media import bridge
+from sfu.media.allocator import StreamAllocator
 from sfu.media.forwarder import Forwarder
 from sfu.media.receiver import Receiver
 from sfu.media.rtcp import Fir, Nack, Pli, Remb, build_sdes, build_sr, ntp_now, parse_compound
@@ -46,6 +47,7 @@ class SubscriberTransport(Transport):
         self._slots_by_receiver: dict[Receiver, _Slot] = {}
         self._forwarders_by_ssrc: dict[int, Forwarder] = {}
         self.remb_bps = 0
+        self.allocator = StreamAllocator()
         self.cname = f"sfu-{self.rtcp_ssrc:08x}"
 
     @property
@@ -155,6 +157,7 @@ class SubscriberTransport(Transport):
                         forwarder.on_key_frame_request(now_ns)
             elif isinstance(packet, Remb) and packet.bitrate_bps:
                 self.remb_bps = packet.bitrate_bps
+                self.allocator.bwe.on_remb(packet.bitrate_bps, now_ns // 1_000_000)
         return bridge.DONE
 
     def _flush(self, report: bool) -> None:
@@ -162,6 +165,7 @@ class SubscriberTransport(Transport):
         if not report:
             return
         now_ns = _monotonic_ns()
+        self.allocator.allocate(self.forwarders, now_ns)
         wall = time.time()
         parts: list[bytes] = []
         for slot in self._slots:

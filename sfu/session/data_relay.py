@@ -12,8 +12,8 @@ data-only participant still gets a subscriber transport and an offer), and so do
 later, at join. Reliable copies for a recipient whose channel is still opening wait in its backlog.
 
 A slow recipient never blocks others (all sends are synchronous and bounded per recipient):
-- lossy copies are dropped (LOSSY_CONGESTED) while the recipient's lossy channel is not open or aiortc
-  buffers more than LOSSY_MAX_BUFFERED_BYTES for it;
+- lossy copies are dropped (LOSSY_CONGESTED) while the recipient's lossy channel is not open, or aiortc
+  buffers more than LOSSY_MAX_BUFFERED_BYTES on either of its channels, or it has a reliable backlog;
 - reliable copies go to the channel while it buffers at most RELIABLE_MAX_BUFFERED_BYTES, else into a
   per-recipient backlog drained on `bufferedamountlow`; when the backlog would pass
   RELIABLE_MAX_BACKLOG_BYTES, the backlog is dropped (RELIABLE_OVERFLOW), the recipient's `reliable`
@@ -77,7 +77,10 @@ class Outbox:
 
     def send_lossy(self, wire: bytes, size: int) -> None:
         channel = self.lossy
-        if channel.readyState != "open" or channel.bufferedAmount > LOSSY_MAX_BUFFERED_BYTES:
+        # NOTE: both channels share one SCTP association, so a reliable backlog is congestion too:
+        # lossy copies go first, long before any reliable one is dropped.
+        if (channel.readyState != "open" or channel.bufferedAmount > LOSSY_MAX_BUFFERED_BYTES
+                or self.backlog or self.reliable.bufferedAmount > LOSSY_MAX_BUFFERED_BYTES):
             self._relay.count_drop(DataDropReason.LOSSY_CONGESTED, size)
             return
         self._relay.count_relayed(size)
@@ -128,13 +131,13 @@ class Outbox:
         self.participant.send({"type": "data_reset", "channel": RELIABLE_LABEL, "dropped": dropped})
 
     def close(self) -> None:
+        """Forgets the channels: they close with the subscriber transport (its participant is leaving)."""
         for _wire, size in self.backlog:
             self._relay.count_drop(DataDropReason.CHANNEL_CLOSED, size)
         self.backlog.clear()
         self.backlog_bytes = 0
         for channel in (self.reliable, self.lossy):
             channel.remove_all_listeners()
-            channel.close()
 
 
 class DataRelay:

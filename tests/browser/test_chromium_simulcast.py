@@ -105,7 +105,8 @@ async def test_chromium_simulcast_layers_switch_down_and_up_without_a_freeze(
     )
     print("feed layers:", layers)
     first = await poll(
-        subscriber, "window.videoIn()", lambda s: bool(s) and s["framesDecoded"] > 30 and s["frameWidth"] > 320, 20
+        subscriber, "window.videoIn()",
+        lambda s: bool(s) and s["framesDecoded"] > 30 and s["frameWidth"] > 320, 20,
     )
     print("subscriber starts at", first["frameWidth"], "x", first["frameHeight"])
 
@@ -119,6 +120,7 @@ async def test_chromium_simulcast_layers_switch_down_and_up_without_a_freeze(
 
     events = await subscriber.evaluate("window.events")
     reasons = [(e["rid"], e["reason"]) for e in events if e["type"] == "layer_changed"]
+    print("layer_changed:", reasons)
     assert ("q", "preference") in reasons and reasons[-1][1] == "preference", reasons
     wanted = await publisher.evaluate("window.events")
     assert any(e["type"] == "layers_wanted" and e["rids"] == ["q"] for e in wanted), wanted

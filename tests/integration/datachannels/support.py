@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 
 import client_sdk
 from client_sdk.events import DataReceived, UnknownEvent
@@ -50,6 +51,10 @@ class Inbox:
     def payloads(self, *, reliable: bool | None = None, topic: str | None = None) -> list[bytes]:
         return [e.payload for e in self.data
                 if (reliable is None or e.reliable == reliable) and (topic is None or e.topic == topic)]
+
+    def has(self, count: int, *, reliable: bool | None = None) -> Callable[[], bool]:
+        """A `wait_until` predicate: at least `count` messages (of that reliability) have arrived."""
+        return lambda: len(self.payloads(reliable=reliable)) >= count
 
     async def close(self) -> None:
         self._stream.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,12 @@ async def test_while_draining_a_dropped_participant_may_still_resume(server: Run
         await other.close()
         await again.send_str('{"type":"leave"}')
         await again.close()
+
+
+async def test_sfu_health_fails_with_one_line_when_nothing_listens() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = await sfu("health", "--url", f"http://127.0.0.1:{port}/healthz")
+    assert result.code == 1 and result.err.startswith("sfu: error: http://127.0.0.1:") and result.out == ""
+    assert result.err.count("\n") == 1

@@ -52,6 +52,7 @@ async def test_serve_answers_https_and_wss_with_the_configured_certificate(tmp_p
     args = ("--ice-host", "127.0.0.1", "--tls-cert", str(cert), "--tls-key", str(key))
     async with serve(tmp_path / "data", *args) as served, aiohttp.ClientSession() as http:
         assert served.scheme == "https"
+        assert f"https://127.0.0.1:{served.port}/" in served.output[0]  # the demo page and its key's origins
         async with http.get(f"{served.url}/healthz", ssl=trust) as response:
             assert response.status == 200 and await response.json() == {"status": "ok"}
         async with http.ws_connect(served.ws_url, ssl=trust) as ws:

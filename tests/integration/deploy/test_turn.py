@@ -5,8 +5,6 @@ pairs are relayed. `sfu serve --turn-url --turn-secret` hands out coturn REST cr
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,20 +13,15 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
-from tests.browser.chromium import ARGS, CHROMIUM
+from tests.browser.chromium import chromium, needs_chromium, static_site
 from tests.integration.deploy.coturn import Coturn, coturn, ensure_coturn
 from tests.integration.deploy.serve import serve
 from tests.support import start_server
 
 PAGE = Path(__file__).parent / "pages" / "relay_peer.html"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed"),
-]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300), needs_chromium]
 
 
 @pytest.fixture
@@ -42,33 +35,14 @@ async def turn(tmp_path: Path) -> AsyncIterator[Coturn]:
 
 @pytest.fixture
 async def page_url() -> AsyncIterator[str]:
-    async def page(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(PAGE)
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
-    finally:
-        await runner.cleanup()
+    async with static_site({"/": PAGE}, {}) as origin:
+        yield origin + "/"
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    with tempfile.TemporaryDirectory() as profile:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=ARGS, headless=True
-            )
-            try:
-                yield context
-            finally:
-                await context.close()
+    async with chromium() as running:
+        yield running
 
 
 async def poll(page: Any, predicate: Any, timeout_s: float) -> dict[str, Any]:

@@ -186,3 +186,14 @@ def test_to_policy_and_grants_are_enforced_and_counted() -> None:
     relay.on_message(cast(Any, bob), b"\x00", reliable=True)
     assert relay.counters.drops[DataDropReason.FORBIDDEN] == 1
     assert relay.counters.drops[DataDropReason.MALFORMED] == 1
+
+
+def test_lossy_copies_go_first_when_the_recipients_reliable_channel_is_congested() -> None:
+    alice, bob = FakeParticipant("alice"), FakeParticipant("bob")
+    relay, sm = setup(alice, bob)
+    open_all(sm)
+    reliable_of(sm, "bob").bufferedAmount = LOSSY_MAX_BUFFERED_BYTES + 1  # below the reliable limit
+    relay.on_message(cast(Any, alice), encode_client_message(b"l"), reliable=False)
+    relay.on_message(cast(Any, alice), encode_client_message(b"r"), reliable=True)
+    assert relay.counters.drops[DataDropReason.LOSSY_CONGESTED] == 1
+    assert reliable_of(sm, "bob").sent[-1].endswith(b"r")

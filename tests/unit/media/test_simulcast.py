@@ -231,3 +231,13 @@ def test_publisher_answer_accepts_simulcast_rfc8853() -> None:
     assert section.rids == ["q", "h", "f"]
     assert section.rid_params["q"] == {"max-width": "320", "max-height": "180"}
     assert parse(CHROME_OFFER)[0].rids == ["q", "h", "f"]
+
+
+def test_a_forwarder_answered_after_the_layers_started_still_gets_them() -> None:
+    head = simulcast_feed()
+    head.set_active_layers(0, 0)
+    f = Forwarder(head, FakeSink(), mid="1", ssrc=5, payload_type=96, initial_seq=1, initial_ts=0)
+    assert f.selector.target_layer == -1
+    head.set_active_layers(0b111, 0)  # during the subscriber's SDP round trip: f is not attached yet
+    head.add_forwarder(f)
+    assert f.selector.target_layer == 2
