@@ -63,8 +63,8 @@ async def _peers(conn: Connection, url: str, tokens: list[str], seconds: float) 
         latencies_ns.clear()
         rows = []
         for mode, size in ROWS:
-            rows.append(await _row(sender, counts, latencies_ns, mode == "reliable", size, seconds))
-        conn.send(rows)
+            rows.append(await _row(conn, sender, counts, latencies_ns, mode == "reliable", size, seconds))
+        conn.send(("rows", rows))
     finally:
         for task in tasks:
             task.cancel()
@@ -90,13 +90,15 @@ async def _quiet(grows: list[int], still_s: float = 0.5) -> None:
 
 
 async def _row(
-    sender: Any, counts: list[int], latencies_ns: list[int], reliable: bool, size: int, seconds: float
+    conn: Connection, sender: Any, counts: list[int], latencies_ns: list[int], reliable: bool, size: int,
+    seconds: float,
 ) -> dict[str, Any]:
     for i in range(len(counts)):
         counts[i] = 0
     latencies_ns.clear()
     filler = bytes(size - STAMP.size)
     sent = 0
+    conn.send(("start", None))
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         await sender.publish_data(STAMP.pack(0, time.monotonic_ns()) + filler, reliable=reliable)
@@ -107,6 +109,7 @@ async def _row(
         elif sent % 16 == 0:
             await asyncio.sleep(0)
     elapsed = time.monotonic() - start
+    conn.send(("end", None))
     if reliable:
         await _wait(lambda: min(counts) >= sent, within_s=120)
     await _quiet(counts)
@@ -160,20 +163,30 @@ async def run(receivers: int, seconds: float) -> list[dict[str, Any]]:
             url = f"http://127.0.0.1:{port}"
             peers = ctx.Process(target=peers_main, args=(child_conn, url, tokens, seconds), daemon=True)
             peers.start()
-            loop = asyncio.get_running_loop()
+            cpu: list[float] = []  # server CPU seconds over each throughput window
+            started = (0.0, 0.0)
             try:
-                while not parent_conn.poll():
-                    if not peers.is_alive():
-                        raise RuntimeError("peers process died")
-                    await asyncio.sleep(0.1)
-                rows: list[dict[str, Any]] = await loop.run_in_executor(None, parent_conn.recv)
+                while True:
+                    while not parent_conn.poll():
+                        if not peers.is_alive():
+                            raise RuntimeError("peers process died")
+                        await asyncio.sleep(0.01)
+                    kind, body = parent_conn.recv()
+                    if kind == "start":
+                        started = (time.process_time(), time.monotonic())
+                    elif kind == "end":
+                        cpu.append((time.process_time() - started[0]) / (time.monotonic() - started[1]))
+                    else:
+                        rows: list[dict[str, Any]] = body
+                        break
             finally:
                 peers.join(10)
                 if peers.is_alive():
                     peers.kill()
                     peers.join()
-            for row in rows:
-                row["server_drops"] = sum(TOTALS.drops)
+            for row, share in zip(rows, cpu, strict=True):
+                row["server_cpu"] = share
+            rows[-1]["server_drops"] = sum(TOTALS.drops)
             return rows
         finally:
             await runner.cleanup()
@@ -182,14 +195,14 @@ async def run(receivers: int, seconds: float) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]], receivers: int) -> str:
     lines = [
         f"| mode | payload | sent msg/s | delivered msg/s per receiver ({receivers}) | delivered | "
-        "p50 ms | p95 ms | max ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "server CPU | p50 ms | p95 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         size = f"{r['size']} B" if r["size"] < 1024 else f"{r['size'] // 1024} KiB"
         lines.append(
             f"| {r['mode']} | {size} | {r['sent_per_s']:.0f} | {r['delivered_per_s']:.0f} | "
-            f"{r['delivered_share']:.1%} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['max_ms']:.1f} |"
+            f"{r['delivered_share']:.1%} | {r['server_cpu']:.0%} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['max_ms']:.1f} |"
         )
     return "\n".join(lines)
 

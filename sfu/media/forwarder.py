@@ -212,6 +212,7 @@ class Forwarder(Munger):
         if self.announced_layer >= 0:
             self.layer_switches += 1
         self.announced_layer = layer
+        self.receiver.update_wanted_layers()
         rid = self.layer_receiver.rid
         log.debug("forwarder %s switched to layer %s (%s)", self.mid, rid, self.selector.reason)
         if self.on_layer_changed is not None:
@@ -227,11 +228,13 @@ class Forwarder(Munger):
         """The allocator's cap: the highest layer this subscriber's bandwidth estimate fits."""
         if self.selector.set_bandwidth_layer(layer):
             self._request_target(now_ns)
+            self.receiver.update_wanted_layers()
 
     def on_layers_available(self, mask: int, now_ns: int) -> None:
         """The feed's arriving layers changed (one stopped or started): fall back or go up."""
         if self.selector.set_available(mask):
             self._request_target(now_ns)
+            self.receiver.update_wanted_layers()
 
     def _request_target(self, now_ns: int) -> None:
         target = self.selector.target_layer
@@ -244,9 +247,17 @@ class Forwarder(Munger):
         self.selector.reset()
 
     @property
-    def wanted_layer(self) -> int:
-        """The layer this subscriber asks the publisher for (dynacast); -1 when paused."""
-        return -1 if self.paused else self.selector.max_layer
+    def wanted_layers_mask(self) -> int:
+        """Layers this subscriber needs from the publisher (dynacast): the one it gets now, the one it
+        switches to, and the highest its preference and bandwidth allow; none while paused."""
+        if self.paused:
+            return 0
+        selector = self.selector
+        mask = 1 << min(selector.max_layer, selector.bandwidth_layer)
+        for layer in (selector.current_layer, selector.target_layer):
+            if layer >= 0:
+                mask |= 1 << layer
+        return mask
 
     @property
     def current_rid(self) -> str:

@@ -361,16 +361,14 @@ class Receiver:
     def update_wanted_layers(self) -> None:
         """Head: recomputes which layers some consumer wants (dynacast); tells `on_layers_wanted`.
 
-        A forwarder wants its `wanted_layer` (its max, not what arrives: a paused layer must be asked
-        for); consumers that are not layer-aware (the recorder) want layer 0.
+        A forwarder wants `wanted_layers_mask` (including its cap, not only what arrives: a paused layer
+        must be asked for); consumers that are not layer-aware (the recorder) want layer 0.
         """
         if len(self.layers) < 2:
             return
         mask = 0
         for forwarder in self.forwarders:
-            layer = getattr(forwarder, "wanted_layer", 0)
-            if layer >= 0:
-                mask |= 1 << layer
+            mask |= getattr(forwarder, "wanted_layers_mask", 1)
         if mask != self.wanted_mask:
             self.wanted_mask = mask
             if self.on_layers_wanted is not None:
