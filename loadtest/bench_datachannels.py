@@ -202,7 +202,8 @@ def table(rows: list[dict[str, Any]], receivers: int) -> str:
         size = f"{r['size']} B" if r["size"] < 1024 else f"{r['size'] // 1024} KiB"
         lines.append(
             f"| {r['mode']} | {size} | {r['sent_per_s']:.0f} | {r['delivered_per_s']:.0f} | "
-            f"{r['delivered_share']:.1%} | {r['server_cpu']:.0%} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['max_ms']:.1f} |"
+            f"{r['delivered_share']:.1%} | {r['server_cpu']:.0%} | "
+            f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['max_ms']:.1f} |"
         )
     return "\n".join(lines)
 
