@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from client_sdk.data import DataChannels
 from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout, SfuError
 from client_sdk.events import (
     Closed,
@@ -98,6 +100,7 @@ class Session(Requests):
         self._connected = asyncio.Event()
         self._publisher: PublisherPeer | None = None
         self._subscriber: SubscriberPeer | None = None
+        self._data = DataChannels(request_timeout_s)
         self._reconnect_task: asyncio.Task[None] | None = None
         self._teardown_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -224,6 +227,28 @@ class Session(Requests):
 
     def _on_data(self, event: DataReceived) -> None:
         self._hub.emit(event)
+
+    async def publish_data(
+        self,
+        payload: bytes,
+        *,
+        reliable: bool = True,
+        to: Sequence[str] | None = None,
+        topic: str | None = None,
+    ) -> None:
+        """Sends binary data to `to` (default: everyone the policy allows) over the data channels.
+
+        PROTOCOL.md "Binary data channels": `reliable` is ordered and retransmitted, otherwise unordered
+        with no retransmission. There is no reply: what the server refuses (grants.data, policy.message)
+        is dropped there. Raises TooLarge over 15 KiB; the first call opens the channels (a negotiation).
+        """
+        if self.closed:
+            raise ConnectionClosed("session is closed")
+        if self._publisher is None:
+            self._publisher = PublisherPeer(
+                rtc_configuration(self.ice_servers), self._gather_hosts, self._request
+            )
+        await self._data.publish(self._publisher, payload, reliable=reliable, to=to, topic=topic)
 
     async def _request(self, kind: str, **fields: Any) -> JsonObject:
         """One request; while reconnecting it waits (within the request timeout) for the new socket."""
