@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import av
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 from aiortc import VideoStreamTrack
 
 import client_sdk
-from client_sdk import TooLarge
+from client_sdk import Reconnected, TooLarge
 from sfu.media.datachannels import MAX_PAYLOAD_BYTES, DataDropReason, encode_client_message
 from tests.integration.datachannels.support import (
     Inbox,
@@ -25,8 +26,8 @@ from tests.integration.datachannels.support import (
     verify,
     wait_channels_open,
 )
-from tests.integration.sdk.conftest import Sessions
-from tests.support import Credentials, RunningServer, wait_until
+from tests.integration.sdk.conftest import Sessions, TcpProxy
+from tests.support import Credentials, RunningServer, start_server, wait_until
 
 
 class Inboxes:
@@ -168,3 +169,37 @@ async def test_data_channels_join_a_session_that_already_forwards_media(
     late = inboxes(await _join(sessions, creds, "late"))
     await bob.publish_data(b"hello-late", to=["late"])
     await wait_until(lambda: late.payloads() == [b"hello-late"], timeout_s=10)
+
+
+async def test_data_flows_again_after_a_reconnect_that_could_not_resume(tmp_path: Path) -> None:
+    async with start_server(tmp_path / "data", resume_window_s=0.3) as running:
+        creds = await running.credentials()
+        proxy = TcpProxy(running.port)
+        await proxy.start()
+        opened = Sessions(running.url)
+        bob_inbox: Inbox | None = None
+        try:
+            bob = await opened.connect(token=creds.token("room", "bob"))
+            bob_inbox = Inbox(bob)
+            alice = await opened.connect(proxy.url, token=creds.token("room", "alice"))
+            alice_inbox = Inbox(alice)
+            await alice.publish_data(b"before")
+            await wait_until(lambda: bob_inbox is not None and bob_inbox.payloads() == [b"before"])
+            events = alice.events()
+            proxy.refusing = True
+            proxy.drop()
+            await wait_until(lambda: "alice" not in bob.participants_by_uid, timeout_s=10)
+            proxy.refusing = False
+            reconnected = await events.next(Reconnected, timeout_s=20)
+            assert reconnected.resumed is False
+            await alice.publish_data(b"after")  # new transports: the channels open again
+            await wait_until(lambda: bob_inbox is not None and bob_inbox.payloads() == [b"before", b"after"],
+                             timeout_s=10)
+            await bob.publish_data(b"back", to=["alice"])
+            await wait_until(lambda: alice_inbox.payloads() == [b"back"], timeout_s=10)
+            await alice_inbox.close()
+        finally:
+            if bob_inbox is not None:
+                await bob_inbox.close()
+            await opened.close_all()
+            await proxy.close()
