@@ -11,7 +11,7 @@ DATA ?= ./data
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,loadtest]'
 	touch $@
 
 run: $(VENV)/.installed

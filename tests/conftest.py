@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.nethost import NetHost, unavailable_reason
 from tests.support import Credentials, RunningServer, start_server
+
+_net_host_index = itertools.count(11)
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +39,25 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
 @pytest.fixture
 async def creds(server: RunningServer) -> Credentials:
     return await server.credentials()
+
+
+@pytest.fixture
+def net_host() -> Iterator[NetHost]:
+    """A test host in a network namespace of its own (skips where namespaces cannot be made)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    host = NetHost.create(index=next(_net_host_index) % 250)
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+@pytest.fixture
+async def lan_server(tmp_path: Path, net_host: NetHost) -> AsyncIterator[RunningServer]:
+    """The server, also listening and offering ICE candidates on the test host's gateway address."""
+    async with start_server(
+        tmp_path / "data", extra_listen=(net_host.gateway,), ice_hosts=("127.0.0.1", net_host.gateway)
+    ) as running:
+        yield running

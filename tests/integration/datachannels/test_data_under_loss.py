@@ -7,7 +7,6 @@ import os
 import random
 import sys
 from asyncio.subprocess import Process
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
@@ -16,8 +15,8 @@ import pytest
 from sfu.media.datachannels import DataDropReason
 from tests.integration.datachannels.support import Inbox, checksummed, relay_of, verify, wait_channels_open
 from tests.integration.sdk.conftest import Sessions
-from tests.nethost import NetHost, unavailable_reason
-from tests.support import RunningServer, start_server, wait_until
+from tests.nethost import NetHost
+from tests.support import RunningServer, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 MESSAGES = 600
@@ -25,31 +24,10 @@ MESSAGES = 600
 pytestmark = pytest.mark.netns
 
 
-@pytest.fixture
-def host() -> Iterator[NetHost]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    test_host = NetHost.create(index=9)
-    try:
-        yield test_host
-    finally:
-        test_host.clear_loss()
-        test_host.close()
-
-
-@pytest.fixture
-async def lan_server(tmp_path: Path, host: NetHost) -> AsyncIterator[RunningServer]:
-    async with start_server(
-        tmp_path / "data", extra_listen=(host.gateway,), ice_hosts=("127.0.0.1", host.gateway)
-    ) as running:
-        yield running
-
-
-async def _start_receiver(host: NetHost, server: RunningServer, token: str, timeout_s: float) -> Process:
-    url = f"http://{host.gateway}:{server.port}"
+async def _start_receiver(net_host: NetHost, server: RunningServer, token: str, timeout_s: float) -> Process:
+    url = f"http://{net_host.gateway}:{server.port}"
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", host.name,
+        "ip", "netns", "exec", net_host.name,
         sys.executable, "-m", "tests.integration.datachannels.netns_receiver", url, token, str(timeout_s),
         cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
@@ -73,14 +51,14 @@ async def _stop(proc: Process | None) -> None:
 
 
 async def test_reliable_data_arrives_in_order_with_none_missing_under_5_percent_loss(
-    host: NetHost, lan_server: RunningServer
+    net_host: NetHost, lan_server: RunningServer
 ) -> None:
     creds = await lan_server.credentials()
-    via = host.set_loss(5)
+    via = net_host.set_loss(5)
     sessions = Sessions(lan_server.url)
     proc = None
     try:
-        proc = await _start_receiver(host, lan_server, creds.token("room", "far"), 60)
+        proc = await _start_receiver(net_host, lan_server, creds.token("room", "far"), 60)
         alice = await sessions.connect(token=creds.token("room", "alice"))
         rng = random.Random(5)
         await alice.publish_data(checksummed(0, 100))
@@ -98,16 +76,16 @@ async def test_reliable_data_arrives_in_order_with_none_missing_under_5_percent_
 
 
 async def test_a_slow_receiver_is_reset_and_told_while_a_fast_one_gets_everything(
-    host: NetHost, lan_server: RunningServer
+    net_host: NetHost, lan_server: RunningServer
 ) -> None:
     creds = await lan_server.credentials()
-    host.set_rate(1000)  # 1 Mbit/s towards the namespace: far slower than the sender
+    net_host.set_rate(1000)  # 1 Mbit/s towards the namespace: far slower than the sender
     sessions = Sessions(lan_server.url)
     proc = None
     bob_inbox = None
     count = 400  # 4 MiB of 10 KiB messages
     try:
-        proc = await _start_receiver(host, lan_server, creds.token("room", "slow"), 30)
+        proc = await _start_receiver(net_host, lan_server, creds.token("room", "slow"), 30)
         alice = await sessions.connect(token=creds.token("room", "alice"))
         bob_inbox = Inbox(await sessions.connect(token=creds.token("room", "bob")))
         await alice.publish_data(checksummed(0, 100))
@@ -123,7 +101,7 @@ async def test_a_slow_receiver_is_reset_and_told_while_a_fast_one_gets_everythin
             await bob_inbox.close()
         await _stop(proc)
         await sessions.close_all()
-        host.clear_rate()
+        net_host.clear_rate()
     print(f"slow receiver: {result}; relay {relay.counters.as_dict()}")
     assert [verify(p) for p in bob_inbox.payloads(reliable=True)[:-1]] == list(range(count))
     assert isinstance(result["resets"], int) and result["resets"] >= 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
@@ -14,8 +13,8 @@ import pytest
 from client_sdk.encoded import EncodedVideoTrack
 from loadtest.media import encode_vp8
 from tests.integration.system.conftest import Sessions
-from tests.nethost import NetHost, unavailable_reason
-from tests.support import RunningServer, start_server
+from tests.nethost import NetHost
+from tests.support import RunningServer
 
 REPO = Path(__file__).resolve().parents[3]
 SECONDS = 6.0
@@ -23,33 +22,13 @@ SECONDS = 6.0
 pytestmark = pytest.mark.netns
 
 
-@pytest.fixture
-def host() -> Iterator[NetHost]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    test_host = NetHost.create(index=7)
-    try:
-        yield test_host
-    finally:
-        test_host.close()
-
-
-@pytest.fixture
-async def lan_server(tmp_path: Path, host: NetHost) -> AsyncIterator[RunningServer]:
-    async with start_server(
-        tmp_path / "data", extra_listen=(host.gateway,), ice_hosts=("127.0.0.1", host.gateway)
-    ) as running:
-        yield running
-
-
 async def _decode_in_host(
-    host: NetHost, server: RunningServer, token: str, feed_id: str
+    net_host: NetHost, server: RunningServer, token: str, feed_id: str
 ) -> dict[str, object]:
-    url = f"http://{host.gateway}:{server.port}"
+    url = f"http://{net_host.gateway}:{server.port}"
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", host.name, sys.executable, "-m", "tests.integration.system.netns_subscriber",
-        url, token, feed_id, str(SECONDS),
+        "ip", "netns", "exec", net_host.name,
+        sys.executable, "-m", "tests.integration.system.netns_subscriber", url, token, feed_id, str(SECONDS),
         cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
@@ -63,7 +42,7 @@ async def _decode_in_host(
     return result
 
 
-async def _run(host: NetHost, server: RunningServer, sessions: Sessions, uid: str) -> tuple[int, int]:
+async def _run(net_host: NetHost, server: RunningServer, sessions: Sessions, uid: str) -> tuple[int, int]:
     """Frames the namespace subscriber decoded in SECONDS, and retransmissions the server sent it."""
     creds = await server.credentials()
     alice = await sessions.connect(token=creds.token("room", "alice"))
@@ -84,7 +63,7 @@ async def _run(host: NetHost, server: RunningServer, sessions: Sessions, uid: st
 
     watcher = asyncio.create_task(watch())
     try:
-        result = await _decode_in_host(host, server, creds.token("room", uid), feed.feed_id)
+        result = await _decode_in_host(net_host, server, creds.token("room", uid), feed.feed_id)
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
@@ -96,13 +75,13 @@ async def _run(host: NetHost, server: RunningServer, sessions: Sessions, uid: st
 
 
 async def test_nack_keeps_decoded_frames_within_5_percent_under_5_percent_loss(
-    host: NetHost, lan_server: RunningServer, tmp_path: Path
+    net_host: NetHost, lan_server: RunningServer, tmp_path: Path
 ) -> None:
     sessions = Sessions(lan_server.url)
     try:
-        clean_frames, _ = await _run(host, lan_server, sessions, "clean")
-        via = host.set_loss(5)
-        lossy_frames, retransmissions = await _run(host, lan_server, sessions, "lossy")
+        clean_frames, _ = await _run(net_host, lan_server, sessions, "clean")
+        via = net_host.set_loss(5)
+        lossy_frames, retransmissions = await _run(net_host, lan_server, sessions, "lossy")
     finally:
         await sessions.close_all()
     print(f"loss via {via}: {clean_frames} frames clean, {lossy_frames} at 5% loss, "
