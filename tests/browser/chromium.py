@@ -114,3 +114,28 @@ async def static_site(routes: dict[str, Path], directories: dict[str, Path]) -> 
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def browser_context() -> AsyncIterator[Any]:
+    """One isolated context of a fresh Chromium, for tests that drive several pages themselves."""
+    async with chromium() as browser:
+        context = await browser.new_context()
+        try:
+            yield context
+        finally:
+            await context.close()
+
+
+async def evaluate_until(
+    page: Any, script: str, predicate: Callable[[Any], bool], timeout_s: float, every_s: float = 0.25
+) -> Any:
+    """Evaluates `script` in the page until `predicate` holds for its value; fails with the last value."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = await page.evaluate(script)
+        if predicate(value):
+            return value
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"{script} never satisfied the condition; last value {value!r}")

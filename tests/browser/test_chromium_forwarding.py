@@ -4,16 +4,13 @@ and the publisher's send estimate must ramp past 1.5 Mbit/s thanks to the server
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from tests.browser.chromium import chromium, needs_chromium
+from tests.browser.chromium import browser_context, evaluate_until, needs_chromium, static_site
 from tests.support import Credentials, RunningServer
 
 PAGE = Path(__file__).parent / "pages" / "raw_peer.html"
@@ -23,42 +20,14 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 @pytest.fixture
 async def page_url() -> AsyncIterator[str]:
-    """The test page from a second local server (JWTs need no origin match)."""
-
-    async def page(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(PAGE)
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
-    finally:
-        await runner.cleanup()
+    async with static_site({"/": PAGE}, {}) as url:
+        yield url + "/"
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    async with chromium() as running:
-        context = await running.new_context()
-        try:
-            yield context
-        finally:
-            await context.close()
-
-
-async def poll(page: Any, script: str, predicate: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = await page.evaluate(script)
-        if predicate(value):
-            return value
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{script} never satisfied the condition; last value {value!r}")
+    async with browser_context() as context:
+        yield context
 
 
 async def test_chromium_publishes_and_another_chromium_decodes_through_the_server(
@@ -75,12 +44,14 @@ async def test_chromium_publishes_and_another_chromium_decodes_through_the_serve
     await subscriber.evaluate(
         "([u, t]) => window.subscribe(u, t)", [server.ws_url, creds.token("room", "viewer")]
     )
-    stats = await poll(
+    stats = await evaluate_until(
         subscriber, "window.inboundStats()",
         lambda s: s.get("video", {}).get("framesDecoded", 0) > 30
         and s.get("audio", {}).get("totalSamplesReceived", 0) > 48000,
         timeout_s=20,
     )
     assert stats["video"]["packetsReceived"] > 0
-    bitrate = await poll(publisher, "window.outgoingBitrate()", lambda b: b > 1_500_000, timeout_s=20)
+    bitrate = await evaluate_until(
+        publisher, "window.outgoingBitrate()", lambda b: b > 1_500_000, timeout_s=20
+    )
     print(f"publisher availableOutgoingBitrate {bitrate / 1e6:.2f} Mbit/s")

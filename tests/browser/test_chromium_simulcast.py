@@ -6,68 +6,34 @@ freeze of a second or more, and asking for `f` again must switch back up."""
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from tests.browser.chromium import ARGS, CHROMIUM
+from tests.browser.chromium import browser_context, evaluate_until, needs_chromium, static_site
 from tests.support import Credentials, RunningServer
 
 PAGE = Path(__file__).parent / "pages" / "simulcast_peer.html"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed"),
+    needs_chromium,
 ]
 
 
 @pytest.fixture
 async def page_url() -> AsyncIterator[str]:
-    async def page(_: web.Request) -> web.FileResponse:
-        return web.FileResponse(PAGE)
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
-    finally:
-        await runner.cleanup()
+    async with static_site({"/": PAGE}, {}) as url:
+        yield url + "/"
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    with tempfile.TemporaryDirectory() as profile:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=ARGS, headless=True
-            )
-            try:
-                yield context
-            finally:
-                await context.close()
-
-
-async def poll(page: Any, script: str, predicate: Any, timeout_s: float, every_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = await page.evaluate(script)
-        if predicate(value):
-            return value
-        await asyncio.sleep(every_s)
-    raise AssertionError(f"{script} never satisfied the condition; last value {value!r}")
+    async with browser_context() as context:
+        yield context
 
 
 async def watch_switch(page: Any, want: Any, timeout_s: float) -> list[tuple[float, int, int]]:
@@ -99,12 +65,12 @@ async def test_chromium_simulcast_layers_switch_down_and_up_without_a_freeze(
     await subscriber.evaluate(
         "([u, t]) => window.subscribe(u, t)", [server.ws_url, creds.token("room", "viewer")]
     )
-    layers = await poll(
+    layers = await evaluate_until(
         subscriber, f"(window.feeds['{feed_id}'] || {{}}).layers || []",
         lambda ls: [x["rid"] for x in ls] == ["q", "h", "f"] and all(x["width"] for x in ls), 20,
     )
     print("feed layers:", layers)
-    first = await poll(
+    first = await evaluate_until(
         subscriber, "window.videoIn()",
         lambda s: bool(s) and s["framesDecoded"] > 30 and s["frameWidth"] > 320, 20,
     )
