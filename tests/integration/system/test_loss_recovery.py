@@ -46,7 +46,9 @@ async def _run(net_host: NetHost, server: RunningServer, sessions: Sessions, uid
     """Frames the namespace subscriber decoded in SECONDS, and retransmissions the server sent it."""
     creds = await server.credentials()
     alice = await sessions.connect(token=creds.token("room", "alice"))
-    clip = encode_vp8(640, 360, fps=30, seconds=10, bitrate_bps=1_200_000, keyframe_interval_s=3)
+    # NOTE: a pre-encoded clip cannot answer PLIs; a 1 s key-frame interval bounds what one unrepaired loss
+    # costs, as a live publisher answering the PLI would.
+    clip = encode_vp8(640, 360, fps=30, seconds=10, bitrate_bps=1_200_000, keyframe_interval_s=1)
     feed = await alice.publish(EncodedVideoTrack(clip), source="camera")
     session = server.server.registry.get(creds.cid, "room")
     assert session is not None and session.media is not None
