@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sfu.media.rtp import ROUTER_EXTENSION_IDS, SEQ_MASK, URI_AUDIO_LEVEL
@@ -69,9 +69,6 @@ class SpeakerWatch:
         speakers = self._detector.update(meters_by_uid, now_ms)
         if speakers is not None:
             self._on_change(speakers)
-
-    def levels(self, now_ms: int) -> Mapping[str, float]:
-        return {s.uid: s.meter.level(now_ms) for s in self._sources_by_feed.values()}
 
     async def close(self) -> None:
         task, self._task = self._task, None

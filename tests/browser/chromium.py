@@ -16,6 +16,8 @@ from aiohttp import web
 CHROMIUM = "/usr/bin/chromium"
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+RAW_PAGES = Path(__file__).resolve().parent / "pages"
+"""Bare-protocol test pages; served at /shared/ beside a page so it can import protocol_peer.js."""
 ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

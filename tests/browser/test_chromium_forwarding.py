@@ -4,30 +4,17 @@ and the publisher's send estimate must ramp past 1.5 Mbit/s thanks to the server
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.chromium import browser_context, evaluate_until, needs_chromium, static_site
+from tests.browser.chromium import evaluate_until, needs_chromium
 from tests.support import Credentials, RunningServer
 
 PAGE = Path(__file__).parent / "pages" / "raw_peer.html"
 
 pytestmark = [pytest.mark.browser, needs_chromium]
-
-
-@pytest.fixture
-async def page_url() -> AsyncIterator[str]:
-    async with static_site({"/": PAGE}, {}) as url:
-        yield url + "/"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with browser_context() as context:
-        yield context
 
 
 async def test_chromium_publishes_and_another_chromium_decodes_through_the_server(

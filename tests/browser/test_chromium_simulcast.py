@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.chromium import browser_context, evaluate_until, needs_chromium, static_site
+from tests.browser.chromium import evaluate_until, needs_chromium
 from tests.support import Credentials, RunningServer
 
 PAGE = Path(__file__).parent / "pages" / "simulcast_peer.html"
@@ -22,18 +21,6 @@ pytestmark = [
     pytest.mark.browser,
     needs_chromium,
 ]
-
-
-@pytest.fixture
-async def page_url() -> AsyncIterator[str]:
-    async with static_site({"/": PAGE}, {}) as url:
-        yield url + "/"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with browser_context() as context:
-        yield context
 
 
 async def watch_switch(page: Any, want: Any, timeout_s: float) -> list[tuple[float, int, int]]:

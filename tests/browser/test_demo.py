@@ -146,11 +146,6 @@ async def test_a_page_on_a_disallowed_origin_is_told_origin_not_allowed(
     assert refused, "the server did not log the forbidden join"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the REMB-only allocator probes upward only after 8 steady seconds, so the tile often stays on "
-    "the lowest layer before the shrink; needs transport-cc probing (issue 6)",
-)
 async def test_shrinking_a_tile_switches_that_subscriber_to_the_lowest_layer(
     server: RunningServer, browser: Any
 ) -> None:
@@ -176,7 +171,12 @@ async def test_shrinking_a_tile_switches_that_subscriber_to_the_lowest_layer(
     # a large tile receives more than the lowest layer (h or f of q/h/f: the REMB-only allocator probes
     # up to f slowly, see README status)...
     await bob.evaluate(resize, [alice_uid, 1280, 720])
-    await poll(lambda: bob.evaluate(read_width), lambda w: w > 320, 15, "above the lowest layer at 1280x720")
+    try:
+        await poll(lambda: bob.evaluate(read_width), lambda w: w > 320, 15, "above the lowest layer")
+    except AssertionError:
+        # NOTE: not a failure of what this test checks: the REMB-only allocator probes upward only after
+        # 8 steady seconds (issue 6: transport-cc probing), so the tile may still be on q here.
+        pytest.skip("the subscriber never left the lowest layer within 15 s: no down-switch to show")
     # ...and a 160x90 one only the lowest (320x180)
     await bob.evaluate(
         "window.layers = []; window.demo.session.on('layerchanged', (e) => window.layers.push(e.rid))"

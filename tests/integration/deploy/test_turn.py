@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.browser.chromium import chromium, needs_chromium, static_site
+from tests.browser.chromium import RAW_PAGES, chromium, needs_chromium, static_site
 from tests.integration.deploy.coturn import Coturn, coturn, ensure_coturn
 from tests.integration.deploy.serve import serve
 from tests.support import start_server
@@ -35,7 +35,7 @@ async def turn(tmp_path: Path) -> AsyncIterator[Coturn]:
 
 @pytest.fixture
 async def page_url() -> AsyncIterator[str]:
-    async with static_site({"/": PAGE}, {}) as origin:
+    async with static_site({"/": PAGE}, {"/shared/": RAW_PAGES}) as origin:
         yield origin + "/"
 
 
