@@ -14,14 +14,15 @@ COPY pyproject.toml README.md ./
 COPY sfu ./sfu
 COPY client_sdk ./client_sdk
 COPY loadtest ./loadtest
-# The project's wheel and every dependency's, so the runtime stage installs offline.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The project's wheel and every dependency's (with the `redis` extra, for `sfu serve --redis`), so the
+# runtime stage installs offline.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[redis]"
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --system --create-home --uid 10001 --user-group sfu \
     && mkdir -p /data && chown sfu:sfu /data
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels pysfu && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels "pysfu[redis]" && rm -rf /wheels
 COPY web /opt/sfu/web
 ENV PYTHONUNBUFFERED=1 \
     SFU_HOST=0.0.0.0 \

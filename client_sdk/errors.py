@@ -52,6 +52,17 @@ class InternalError(SfuError):
     default_code = "internal"
 
 
+class UnsupportedCodec(SfuError):
+    """A decoded subscription (`decode=True`) of a feed whose codec this machine cannot decode (not a wire
+    code: raised by the SDK itself). `subscribe(feed_id, decode=False)` still gives its RTP packets."""
+
+    default_code = "unsupported_codec"
+
+    def __init__(self, message: str, codec: str | None = None) -> None:
+        super().__init__(message)
+        self.codec = codec
+
+
 class ConnectionClosed(SfuError):
     """The socket closed before a reply came (not a wire code: raised by the SDK itself)."""
 
@@ -62,6 +73,12 @@ class RequestTimeout(SfuError):
     """No reply within the request timeout (not a wire code: raised by the SDK itself)."""
 
     default_code = "timeout"
+
+
+class TooManyRedirects(SfuError):
+    """Nodes kept redirecting the join (`closed {reason:"redirect"}`, close 4014) past the SDK's bound."""
+
+    default_code = "redirect_loop"
 
 
 ERRORS_BY_CODE: dict[str, type[SfuError]] = {

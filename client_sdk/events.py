@@ -82,6 +82,22 @@ class DataReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class DataReset:
+    """The server could not keep up sending to us on a data channel and replaced it.
+
+    `{"type":"data_reset","channel":"reliable","dropped":N}` (docs/protocol.md "Binary data channels"):
+    the `dropped` messages queued for us were discarded; what follows on the channel is in order again.
+    """
+
+    channel: str
+    dropped: int
+
+    @property
+    def reliable(self) -> bool:
+        return self.channel != "lossy"
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The session is over for good: the server closed it, or `close()` was called. Always the last event."""
 
@@ -124,6 +140,7 @@ Event = (
     | LayerChanged
     | LayersWanted
     | DataReceived
+    | DataReset
     | Closed
     | Reconnecting
     | Reconnected
@@ -171,6 +188,12 @@ def parse_event(body: JsonObject) -> Event:
             return Message.from_wire(body)
         case "recording":
             return Recording(_str(body, "state"), _opt_str(body, "recording_id"))
+        case "data_reset":
+            dropped = body.get("dropped", 0)
+            return DataReset(
+                _str(body, "channel", "reliable"),
+                dropped if isinstance(dropped, int) and not isinstance(dropped, bool) else 0,
+            )
         case "closed":
             code = body.get("code")
             return Closed(_str(body, "reason", "closed"), code if isinstance(code, int) else None)

@@ -11,21 +11,32 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.sdp import candidate_from_sdp
 
-from client_sdk.errors import BadRequest
+from client_sdk.errors import BadRequest, SfuError, UnsupportedCodec
 from client_sdk.events import DataReceived, decode_data_message
 from client_sdk.feeds import LocalFeed, RawFeed, RemoteFeed
 from client_sdk.ice import close_peer_connection, gather_on
-from client_sdk.rawtap import MediaSection, RtpTap, media_sections
+from client_sdk.rawtap import (
+    MediaSection,
+    RawSink,
+    RtpTap,
+    install_negotiation_codecs,
+    media_sections,
+    route_announced_ssrcs,
+)
+from client_sdk.vp9 import MIME_TYPE as VP9_MIME_TYPE
+from client_sdk.vp9 import Vp9Track
 from client_sdk.wire import JsonObject
 
 log = logging.getLogger("client_sdk.peers")
@@ -53,6 +64,12 @@ async def add_candidate(pc: RTCPeerConnection, body: object) -> None:
     await pc.addIceCandidate(candidate)
 
 
+def encodable_video_codecs() -> list[Any]:
+    """aiortc's video codecs minus the negotiation-only ones (VP9): never offer what aiortc cannot encode."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    return [c for c in codecs if c.mimeType.lower() != VP9_MIME_TYPE]
+
+
 class PublisherPeer:
     """The client-offered transport: every `publish` call is one offer/answer with all active feeds."""
 
@@ -68,6 +85,8 @@ class PublisherPeer:
         async with self._lock:
             for feed in added:
                 feed.transceiver = self.pc.addTransceiver(feed.new_sender_track(), direction="sendonly")
+                if feed.kind == "video":
+                    feed.transceiver.setCodecPreferences(encodable_video_codecs())
             offer = await self.pc.createOffer()
             with gather_on(self._hosts):
                 await self.pc.setLocalDescription(offer)
@@ -129,6 +148,7 @@ class SubscriberPeer:
         make_remote: Callable[[str], RemoteFeed],
     ) -> None:
         """`make_remote` builds the handle of a feed the server subscribed us to (auto_subscribe)."""
+        install_negotiation_codecs()  # before the first offer: a VP9 m-section must not fail it
         self.pc = RTCPeerConnection(configuration)
         self._hosts = tuple(hosts)
         self._send = send
@@ -139,6 +159,9 @@ class SubscriberPeer:
         self._transceivers_by_feed: dict[str, tuple[RTCRtpTransceiver, MediaSection | None]] = {}
         self.remotes_by_feed: dict[str, RemoteFeed] = {}
         self._waiters_by_feed: dict[str, list[asyncio.Future[None]]] = {}
+        self._vp9_by_feed: dict[str, Vp9Track] = {}  # decoded VP9 feeds (aiortc cannot decode VP9)
+        self._closing_vp9: list[Vp9Track] = []
+        self._failed_by_feed: dict[str, SfuError] = {}  # feeds this SDK cannot decode (UnsupportedCodec)
         self.pc.on("datachannel", self._on_datachannel)
         self._task = asyncio.create_task(self._run(), name="client_sdk.subscriber")
 
@@ -156,12 +179,45 @@ class SubscriberPeer:
             self._bind(remote, *known)
 
     def _bind(self, remote: RemoteFeed, transceiver: RTCRtpTransceiver, section: MediaSection | None) -> None:
-        remote._track = transceiver.receiver.track
         if isinstance(remote, RawFeed):
+            remote._track = transceiver.receiver.track
             self._tap(transceiver, remote, section)
+        elif section is not None and _first_codec(section) == VP9_MIME_TYPE:
+            self._bind_vp9(remote, transceiver, section)
+        else:
+            remote._track = transceiver.receiver.track
+
+    def _bind_vp9(self, remote: RemoteFeed, transceiver: RTCRtpTransceiver, section: MediaSection) -> None:
+        """A decoded VP9 feed: its RTP goes to a `Vp9Track` (client_sdk/vp9.py), not to aiortc's receiver."""
+        track = self._vp9_by_feed.get(remote.feed_id)
+        if track is not None and remote._track is track and track.readyState == "live":
+            self._tap_sink(transceiver, section, track.sink)  # an offer may announce new SSRCs
+            return
+        if remote.feed_id in self._failed_by_feed:
+            return
+        sink = RawSink()
+        try:
+            track = Vp9Track(sink, self._tap_sink(transceiver, section, sink))
+        except ValueError as exc:  # PyAV without a VP9 decoder: only this feed fails
+            sink.close()  # stays bound: its packets are dropped, never handed to aiortc's receiver
+            log.error("cannot decode VP9 feed %s: %s", remote.feed_id, exc)
+            self._failed_by_feed[remote.feed_id] = UnsupportedCodec(
+                f"feed {remote.feed_id} is VP9 and no VP9 decoder is available ({exc}); "
+                "subscribe with decode=False for its RTP packets",
+                "video/VP9",
+            )
+            remote._track = None
+            return
+        self._stop_vp9(remote.feed_id)
+        self._vp9_by_feed[remote.feed_id] = track
+        remote._track = track
 
     async def wait_for(self, feed_id: str) -> None:
-        """Returns once the feed has a track (an offer carrying it was applied)."""
+        """Returns once the feed has a track (an offer carrying it was applied); raises UnsupportedCodec
+        for a decoded feed this SDK cannot decode."""
+        failure = self._failed_by_feed.get(feed_id)
+        if failure is not None:
+            raise failure
         remote = self.remotes_by_feed.get(feed_id)
         if remote is not None and remote._track is not None:
             return
@@ -171,6 +227,8 @@ class SubscriberPeer:
 
     def forget(self, feed_id: str) -> RemoteFeed | None:
         self._transceivers_by_feed.pop(feed_id, None)
+        self._failed_by_feed.pop(feed_id, None)
+        self._stop_vp9(feed_id)
         remote = self.remotes_by_feed.pop(feed_id, None)
         if isinstance(remote, RawFeed):
             for tap in self._taps_by_transport.values():
@@ -194,7 +252,18 @@ class SubscriberPeer:
         feed_by_mid: dict[str, str] = feeds if isinstance(feeds, dict) else {}
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         sections = media_sections(sdp)
+        for old_id, (reused, _) in list(self._transceivers_by_feed.items()):
+            owner = feed_by_mid.get(reused.mid or "")
+            if owner is not None and owner != old_id:  # its m-section now carries another feed
+                del self._transceivers_by_feed[old_id]
+                stopped = self._stop_vp9(old_id)
+                previous = self.remotes_by_feed.get(old_id)
+                if previous is not None and previous._track in (reused.receiver.track, stopped):
+                    previous._track = None
         for transceiver in self.pc.getTransceivers():
+            section = sections.get(transceiver.mid or "")
+            if section is not None:
+                route_announced_ssrcs(transceiver, section)  # a reused mid carries a new feed's SSRCs
             feed_id = feed_by_mid.get(transceiver.mid or "")
             if feed_id is None:
                 continue
@@ -213,29 +282,58 @@ class SubscriberPeer:
                 "sdp": self.pc.localDescription.sdp,
             }
         )
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Ends `wait_for` of feeds that now have a track, or failed (UnsupportedCodec)."""
         for feed_id in list(self._waiters_by_feed):
             remote = self.remotes_by_feed.get(feed_id)
-            if remote is not None and remote._track is not None:
+            failure = self._failed_by_feed.get(feed_id)
+            if failure is not None or (remote is not None and remote._track is not None):
                 for future in self._waiters_by_feed.pop(feed_id):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if failure is not None:
+                        future.set_exception(failure)
+                    else:
                         future.set_result(None)
 
     def _tap(self, transceiver: RTCRtpTransceiver, remote: RawFeed, section: MediaSection | None) -> None:
+        if section is None:
+            self._tap_for(transceiver)
+            return
+        remote.section = section
+        remote._request_key_frame = self._tap_sink(transceiver, section, remote.sink)
+
+    def _tap_for(self, transceiver: RTCRtpTransceiver) -> RtpTap:
         dtls = transceiver.receiver.transport
         tap = self._taps_by_transport.get(id(dtls))
         if tap is None:
             tap = self._taps_by_transport[id(dtls)] = RtpTap(dtls)
-        if section is not None:
-            remote.section = section
-            tap.bind(section, remote.sink)
-            receiver = transceiver.receiver
-            ssrcs = section.ssrcs
+        return tap
 
-            async def request_key_frame() -> None:
-                for ssrc in ssrcs:
-                    await receiver._send_rtcp_pli(ssrc)
+    def _tap_sink(
+        self, transceiver: RTCRtpTransceiver, section: MediaSection, sink: RawSink
+    ) -> Callable[[], Awaitable[None]]:
+        """Sends the m-section's RTP to `sink`; returns what sends a PLI for it."""
+        self._tap_for(transceiver).bind(section, sink)
+        receiver = transceiver.receiver
+        ssrcs = section.ssrcs
 
-            remote._request_key_frame = request_key_frame
+        async def request_key_frame() -> None:
+            for ssrc in ssrcs:
+                await receiver._send_rtcp_pli(ssrc)
+
+        return request_key_frame
+
+    def _stop_vp9(self, feed_id: str) -> Vp9Track | None:
+        track = self._vp9_by_feed.pop(feed_id, None)
+        if track is not None:
+            for tap in self._taps_by_transport.values():
+                tap.unbind(track.sink)
+            track.sink.close()  # its task ends on its own; close() waits for what is left
+            self._closing_vp9 = [t for t in self._closing_vp9 if not t.ended] + [track]
+        return track
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         reliable = channel.label != "lossy"
@@ -258,6 +356,16 @@ class SubscriberPeer:
             for future in waiters:
                 if not future.done():
                     future.cancel()
+        for feed_id in list(self._vp9_by_feed):
+            self._stop_vp9(feed_id)
+        closing, self._closing_vp9 = self._closing_vp9, []
+        for track in closing:
+            await track.close()
         for tap in self._taps_by_transport.values():
             tap.detach()
         await close_peer_connection(self.pc)
+
+
+def _first_codec(section: MediaSection) -> str | None:
+    """The codec the server sends on an m-section: its offer lists one (+ RTX)."""
+    return next(iter(section.codecs_by_pt.values()), "").lower() or None

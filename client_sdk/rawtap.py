@@ -1,6 +1,6 @@
 """Raw RTP for `subscribe(feed_id, decode=False)`: packets as sent, no jitter buffer, no decoder.
 
-The ONE aiortc internal the SDK relies on (aiortc 1.16.0, checked by
+The main aiortc internal the SDK relies on (aiortc 1.16.0, checked by
 tests/unit/client_sdk/test_rawtap_contract.py): `RTCDtlsTransport._recv_next` calls
 `self._handle_rtp_data(data, arrival_time_ms=...)` with every SRTP-decrypted RTP datagram, and looks the
 method up on the instance. `RtpTap` sets an instance attribute in its place: packets of raw feeds go to
@@ -16,11 +16,55 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from aiortc.codecs import CODECS
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
 SINK_QUEUE_PACKETS = 4096
 """About 4 s of 3 Mbit/s video; when the reader is slower, the oldest packets are dropped and counted."""
+
+
+NEGOTIATION_ONLY_VIDEO_CODECS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("video/VP9", {"profile-id": "0"}),
+    ("video/VP9", {"profile-id": "2"}),
+)
+"""Codecs aiortc 1.16 cannot decode that the server may forward (a Chromium VP9 publisher)."""
+
+
+def install_negotiation_codecs() -> None:
+    """Appends VP9 profile 0 and 2 (+ RTX) to aiortc's codec table once per process, for negotiation only.
+
+    Without them aiortc refuses the server's subscriber offer as soon as one m-section carries only VP9
+    (`OperationError` in `setRemoteDescription`), and no feed of that offer is answered. aiortc's own
+    receiver cannot decode VP9: the SDK taps those m-sections (`RtpTap`) and decodes them itself
+    (client_sdk/vp9.py). NOTE: the third aiortc internal the SDK uses: the module-level
+    `aiortc.codecs.CODECS`, read when an offer or answer is built (checked by
+    tests/unit/client_sdk/test_rawtap_contract.py). Idempotent, and compatible with the server's own
+    `install_forward_only_codecs` in the same process: whichever runs first registers VP9, the other
+    sees it and does nothing. The entries go last, so VP8 stays preferred where both are offered.
+    """
+    video = CODECS["video"]
+    if any(c.mimeType.lower() == "video/vp9" for c in video):
+        return
+    template = next(c for c in video if c.mimeType.lower() == "video/vp8")
+    pt = max(c.payloadType or 0 for c in video) + 1
+    for mime, parameters in NEGOTIATION_ONLY_VIDEO_CODECS:
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType=mime,
+                clockRate=90000,
+                payloadType=pt,
+                rtcpFeedback=list(template.rtcpFeedback),
+                parameters=dict(parameters),
+            )
+        )
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType="video/rtx", clockRate=90000, payloadType=pt + 1, parameters={"apt": pt}
+            )
+        )
+        pt += 2
 
 
 class RawSink:
@@ -83,6 +127,21 @@ def media_sections(sdp: str) -> dict[str, MediaSection]:
         rates = {c.payloadType: c.clockRate for c in media.rtp.codecs if c.payloadType is not None}
         found[mid] = MediaSection(mid, media.kind, ssrcs, codecs, rates)
     return found
+
+
+def route_announced_ssrcs(transceiver: Any, section: MediaSection) -> None:
+    """Routes the SSRCs an offer announces for an m-section to its aiortc receiver, if it runs already.
+
+    The server reuses an m-section that went inactive for another feed, with new SSRCs. aiortc registers
+    a receiver's SSRCs only when it starts (`RTCDtlsTransport._register_rtp_receiver`), so it would route
+    the new stream by payload type alone and drop it as soon as two m-sections share that payload type.
+    NOTE: the second aiortc internal the SDK uses: `RtpRouter.register_receiver` on the DTLS transport's
+    `_rtp_router` (checked by tests/unit/client_sdk/test_rawtap_contract.py).
+    """
+    receiver = transceiver.receiver
+    router = getattr(receiver.transport, "_rtp_router", None)
+    if router is not None and receiver in router.receivers and section.ssrcs:
+        router.register_receiver(receiver, ssrcs=list(section.ssrcs), payload_types=[])
 
 
 class RtpTap:

@@ -7,6 +7,7 @@ here goes through `_request` and the two peers that `Session` owns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Literal, overload
 
 from aiortc import MediaStreamTrack
 
-from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout, SfuError
+from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout, SfuError, UnsupportedCodec
 from client_sdk.feeds import LocalFeed, RawFeed, RemoteFeed
 from client_sdk.ice import rtc_configuration
 from client_sdk.peers import PublisherPeer, SubscriberPeer
@@ -150,6 +151,10 @@ class Requests:
                 await subscriber.wait_for(feed_id)
         except TimeoutError:
             raise RequestTimeout(f"no offer carried feed {feed_id}") from None
+        except UnsupportedCodec:
+            with contextlib.suppress(SfuError):
+                await self._request("unsubscribe", feed_ids=[feed_id])
+            raise
         return remote
 
     async def unsubscribe(self, feed_ids: str | Sequence[str]) -> None:

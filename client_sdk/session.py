@@ -11,8 +11,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from client_sdk.data import DataChannels
-from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout, SfuError
+from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout, SfuError, TooManyRedirects
 from client_sdk.events import (
     Closed,
     DataReceived,
@@ -41,8 +43,38 @@ TERMINAL_CLOSE_CODES = frozenset({1000, 4001, 4003, 4008, 4009, 4010, 4011, 4012
 """Close codes after which reconnecting cannot help (PROTOCOL.md "Close codes")."""
 
 
+MAX_REDIRECTS = 3
+"""Redirects followed in a row by one join before it fails with TooManyRedirects."""
+
+
 def _backoff_s(attempt: int) -> float:
     return float(min(0.1 * 2 ** (attempt - 1), 5.0))
+
+
+class _Redirected(Exception):
+    """The join was answered with `closed {reason:"redirect", url}` (close 4014): join at `url`."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+class _Joining:
+    """One socket's join in progress: `closed` frames before `joined` belong to it, not to the session."""
+
+    __slots__ = ("closed", "done")
+
+    def __init__(self) -> None:
+        self.closed: JsonObject | None = None
+        self.done = False
+
+
+def _redirect_url(closed: JsonObject | None) -> str | None:
+    if closed is None or closed.get("reason") != "redirect":
+        return None
+    url = closed.get("url")
+    schemes = ("ws://", "wss://", "http://", "https://")
+    return url if isinstance(url, str) and url.startswith(schemes) else None
 
 
 class Session(Requests):
@@ -93,6 +125,7 @@ class Session(Requests):
         self.local_feeds: list[LocalFeed] = []
         self._subscribed: dict[str, bool] = {}  # feed_id -> decode, what a fresh rejoin must restore
         self._resume_token: str | None = None
+        self._node_url: str | None = None  # the node a redirect sent us to: first stop of every rejoin
 
         self._hub = EventHub()
         self._conn: Connection | None = None
@@ -105,6 +138,7 @@ class Session(Requests):
         self._teardown_task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed_reason: str | None = None
+        self._reconnect_reason: str | None = None  # a `closed` with reconnect: the reason, if we give up
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -171,19 +205,56 @@ class Session(Requests):
     # -- socket -------------------------------------------------------------------------------------------
 
     async def _open_and_join(self, resume: str | None) -> Joined:
+        """Joins at the node that last took us (else `self.url`), following redirects (PROTOCOL.md 4014).
+
+        A redirect is followed at once with the same `join`, at most MAX_REDIRECTS in a row (then
+        TooManyRedirects). A redirect target that cannot be reached (its node died, the session's
+        placement moves) is forgotten and the original URL is tried instead, once per call; one that
+        fails the join otherwise is forgotten too, so the next attempt starts at the original URL.
+        """
+        url = self._node_url or self.url
+        redirects = 0
+        fell_back = False
+        while True:
+            try:
+                return await self._join_at(url, resume)
+            except _Redirected as redirect:
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects in a row (last to "
+                                           f"{redirect.url})") from None
+                log.info("join redirected from %s to %s", url, redirect.url)
+                url = redirect.url
+            except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+                if url == self.url or fell_back:
+                    raise
+                log.info("redirect target %s unreachable (%s): back to %s", url, exc, self.url)
+                self._node_url = None
+                url, fell_back = self.url, True
+            except SfuError:
+                self._node_url = None  # no joining there (no reply, refused): the next try starts at `url`
+                raise
+
+    async def _join_at(self, url: str, resume: str | None) -> Joined:
+        """One socket, one `join`: the reply, or `_Redirected` for `closed {reason:"redirect", url}`."""
         self._generation += 1
         generation = self._generation
+        joining = _Joining()
 
         def on_message(message: JsonObject) -> None:
-            if generation == self._generation:
-                self._on_message(message)
+            if generation != self._generation:
+                return
+            if not joining.done and message.get("type") == "closed":
+                joining.closed = message  # before `joined`: about this socket only (a redirect, a refusal)
+                return
+            self._on_message(message)
 
         def on_closed(code: int | None) -> None:
-            if generation == self._generation:
+            if generation == self._generation and joining.done:
                 self._on_connection_closed(code)
 
         conn = await Connection.open(
-            self.url,
+            url,
             on_message,
             on_closed,
             origin=self._origin,
@@ -195,17 +266,31 @@ class Session(Requests):
             fields["resume"] = resume
         try:
             reply = await conn.request("join", **fields)
-        except BaseException:
+        except BaseException as exc:
             self._generation += 1  # this socket's close is not a session event
             await conn.close()
+            target = _redirect_url(joining.closed)
+            if isinstance(exc, ConnectionClosed) and target is not None:
+                raise _Redirected(target) from None
             raise
         joined = Joined.from_wire(reply)
+        joining.done = True
         self._conn = conn
+        self._node_url = url if url != self.url else None
         self._apply_joined(joined)
         if self._subscriber is None:
             self._subscriber = self._new_subscriber()
         self._connected.set()
+        if joining.closed is not None:
+            self._on_message(joining.closed)
+        if conn.closed:  # closed between the reply and now: the session handles it like any close
+            self._on_connection_closed(conn.close_code)
         return joined
+
+    @property
+    def node_url(self) -> str:
+        """Where the current (or last) socket joined: `url`, or the node a redirect sent us to."""
+        return self._node_url or self.url
 
     def _apply_joined(self, joined: Joined) -> None:
         self.sid = joined.session.sid
@@ -267,14 +352,31 @@ class Session(Requests):
         if self._conn is not None:
             await self._conn.send(message)
 
+    def _is_reconnect_close(self, message: JsonObject) -> bool:
+        """`closed` with `reconnect: true` (e.g. `server_shutdown`): this server goes away, the session
+        is not over; the socket close that follows starts the reconnect loop (a refused resume falls back
+        to a fresh join and a restore)."""
+        if message.get("type") != "closed" or message.get("reconnect") is not True:
+            return False
+        reason = message.get("reason")
+        self._reconnect_reason = reason if isinstance(reason, str) else "closed"
+        log.info("server closed the socket with reconnect: %s", self._reconnect_reason)
+        return True
+
+    def _route_negotiation(self, message: JsonObject) -> None:
+        """Offers and candidates go to the peer they are for, not to the event stream."""
+        if message.get("type") == "candidate" and message.get("transport") == "publisher":
+            if self._publisher is not None:
+                self._spawn_candidate(self._publisher, message.get("candidate"))
+        elif self._subscriber is not None:
+            self._subscriber.enqueue(message)
+
     def _on_message(self, message: JsonObject) -> None:
         kind = message.get("type")
         if kind in ("offer", "candidate"):
-            if kind == "candidate" and message.get("transport") == "publisher":
-                if self._publisher is not None:
-                    self._spawn_candidate(self._publisher, message.get("candidate"))
-            elif self._subscriber is not None:
-                self._subscriber.enqueue(message)
+            self._route_negotiation(message)
+            return
+        if self._is_reconnect_close(message):
             return
         try:
             event = parse_event(message)
@@ -317,7 +419,7 @@ class Session(Requests):
         self._connected.clear()
         if self._closed_reason is not None or code in TERMINAL_CLOSE_CODES or not self._reconnect:
             self._closing = True
-            reason = self._closed_reason or f"socket closed ({code})"
+            reason = self._closed_reason or self._reconnect_reason or f"socket closed ({code})"
             self._teardown_task = asyncio.create_task(self._teardown(reason, code))
         elif self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.create_task(self._reconnect_loop(), name="client_sdk.reconnect")
@@ -337,7 +439,8 @@ class Session(Requests):
             try:
                 joined = await self._open_and_join(resume=resume)
                 break
-            except (TimeoutError, OSError, ConnectionClosed, RequestTimeout) as exc:
+            except (TimeoutError, OSError, aiohttp.ClientError, ConnectionClosed, RequestTimeout,
+                    TooManyRedirects) as exc:
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 failure: SfuError | None = None
             except SfuError as exc:

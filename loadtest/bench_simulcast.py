@@ -1,6 +1,11 @@
-"""Server packet path CPU per forwarded packet, plain vs simulcast (no SRTP, no sockets).
+"""Server packet path CPU per forwarded packet, plain vs simulcast vs simulcast + TWCC (no SRTP, no sockets).
 
     .venv/bin/python -m loadtest.bench_simulcast [--packets 20000] [--subscribers 1,10,50]
+
+The TWCC column sends through the real `bridge.SrtpSink.send_rtp` with congestion control negotiated
+(abs-send-time + transport-wide seq stamped into every packet, the send history written), its SRTP
+protect and `sendto` replaced by no-ops, so it adds exactly the per-packet cost of TWCC to the column
+before it; the allocator and feedback parsing run off the packet path (once a second / per feedback).
 
 `Receiver.on_rtp` -> `Forwarder.forward` -> a sink that drops the packet: what simulcast adds (three
 layers received, each subscriber forwarding one of them, spread over q/h/f) next to one plain stream.
@@ -15,8 +20,11 @@ import argparse
 import struct
 import time
 
-from sfu.media.forwarder import Forwarder
+from sfu.media.bridge import SrtpSink
+from sfu.media.forwarder import Forwarder, RtpSink
 from sfu.media.receiver import Receiver
+from sfu.media.rtp import ROUTER_EXTENSION_IDS, URI_ABS_SEND_TIME
+from sfu.media.twcc import TRANSPORT_CC_ID
 
 
 class _Listener:
@@ -39,7 +47,25 @@ def _packets(ssrc: int, count: int, key_every: int = 60) -> list[bytes]:
     return out
 
 
-def run(simulcast: bool, subscribers: int, count: int) -> float:
+def _identity(packet: bytes | bytearray) -> bytes:
+    return bytes(packet)
+
+
+def _drop(data: bytes, addr: tuple[str, int]) -> None:
+    pass
+
+
+def _twcc_sink() -> RtpSink:
+    """The real send path with congestion control on, minus SRTP and the socket."""
+    sink = SrtpSink()
+    sink._protect = _identity
+    sink._sendto = _drop
+    sink.connected = True
+    sink.set_congestion_control(ROUTER_EXTENSION_IDS[URI_ABS_SEND_TIME], TRANSPORT_CC_ID)
+    return sink
+
+
+def run(simulcast: bool, subscribers: int, count: int, twcc: bool = False) -> float:
     """Microseconds of CPU per forwarded packet."""
     listener = _Listener()
     layers = [
@@ -53,7 +79,8 @@ def run(simulcast: bool, subscribers: int, count: int) -> float:
         head.set_active_layers(0b111, 0)
     forwarders = []
     for k in range(subscribers):
-        f = Forwarder(head, _Sink(), mid="1", ssrc=5000 + k, payload_type=96, initial_seq=1, initial_ts=1)
+        sink = _twcc_sink() if twcc else _Sink()
+        f = Forwarder(head, sink, mid="1", ssrc=5000 + k, payload_type=96, initial_seq=1, initial_ts=1)
         head.add_forwarder(f)
         if simulcast:
             f.set_max_layer(k % 3, 0)
@@ -73,12 +100,13 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--subscribers", default="1,10,50")
     args = parser.parse_args()
-    print("| subscribers | plain us/packet | simulcast us/packet |")
-    print("|---|---|---|")
+    print("| subscribers | plain us/packet | simulcast us/packet | simulcast + TWCC us/packet |")
+    print("|---|---|---|---|")
     for subscribers in (int(x) for x in args.subscribers.split(",")):
         plain = run(False, subscribers, args.packets)
         layered = run(True, subscribers, args.packets)
-        print(f"| {subscribers} | {plain:.2f} | {layered:.2f} |")
+        twcc = run(True, subscribers, args.packets, twcc=True)
+        print(f"| {subscribers} | {plain:.2f} | {layered:.2f} | {twcc:.2f} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
     python -m loadtest --spawn -p 1 -s 10 --duration 20
     python -m loadtest --url http://127.0.0.1:7880 --key-id K --secret S -p 2 -s 20
     python -m loadtest --spawn --sweep subscribers=1,10,50 --out loadtest-results
+    python -m loadtest --spawn -p 10 -s 300 --video none          # audio only
+    python -m loadtest --spawn -p 2 -s 5 --compare-aiortc-relay  # the same load against aiortc's relay
 
 Progress goes to stderr; the table (or one JSON object with `--json`) to stdout. With `--sweep`, a JSON
 file and a PNG plot (CPU per forwarded packet and loss vs the swept count) are written to `--out`.
@@ -23,10 +25,11 @@ from typing import Any
 
 from loadtest.report import Report, details, machine, machine_busy_s, table
 from loadtest.runner import LoadConfig, run_load
-from loadtest.spawn import SpawnedServer
+from loadtest.spawn import SpawnedRelay, SpawnedServer
 from loadtest.worker import MediaSpec
 
 SWEEPABLE = ("subscribers", "publishers")
+TARGETS = ("sfu", "aiortc-relay")
 
 
 def _bitrate(text: str) -> int:
@@ -53,6 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--spawn", action="store_true", help="start `sfu serve` on a free port (temp data dir)"
     )
+    target.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="with --spawn: one more `sfu serve` argument (repeatable), e.g. --server-arg=--workers=1",
+    )
+    target.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="sfu",
+        help="sfu: pysfu; aiortc-relay: spawn loadtest/aiortc_relay.py (decode, MediaRelay, re-encode)",
+    )
+    target.add_argument(
+        "--compare-aiortc-relay",
+        action="store_true",
+        help="run every point against pysfu, then the same load against a spawned aiortc relay",
+    )
     load = p.add_argument_group("load")
     load.add_argument("-p", "--publishers", type=int, default=1)
     load.add_argument("-s", "--subscribers", type=int, default=1)
@@ -69,6 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     media.add_argument("--bitrate", type=_bitrate, default=800_000, help="VP8 target, e.g. 800k, 1.5m")
     media.add_argument("--keyframe-interval", type=float, default=2.0, help="seconds between key frames")
     media.add_argument("--audio", choices=("opus", "none"), default="opus")
+    media.add_argument("--video", choices=("vp8", "none"), default="vp8", help="none: audio only")
+    media.add_argument(
+        "--talkers",
+        type=int,
+        default=0,
+        metavar="K",
+        help="only publishers 0..K-1 talk; the others send one Opus packet per 400 ms (DTX silence)",
+    )
+    load.add_argument(
+        "--connect-muted",
+        action="store_true",
+        help="pysfu: publishers stay muted until every subscriber is connected (fast setup of big runs)",
+    )
+    load.add_argument(
+        "--udp-buffer",
+        type=_bitrate,
+        default=2 * 1024 * 1024,
+        metavar="BYTES",
+        help="SO_RCVBUF of the workers' ICE sockets, e.g. 2m (Linux caps it at net.core.rmem_max)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     out.add_argument("--out", type=Path, default=Path("loadtest-results"), help="directory for sweep files")
@@ -85,10 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, url: str, key_id: str, secret: str) -> LoadConfig:
     media = MediaSpec(
-        args.width, args.height, args.fps, args.bitrate, args.keyframe_interval, args.audio == "opus"
-    )
+        args.width, args.height, args.fps, args.bitrate, args.keyframe_interval, args.audio == "opus",
+        video=args.video == "vp8", talkers=args.talkers,
+    )  # fmt: skip
     return LoadConfig(url, key_id, secret, args.publishers, args.subscribers, args.duration, args.warmup,
-                      args.workers, media)  # fmt: skip
+                      args.workers, media, udp_buffer_bytes=args.udp_buffer,
+                      connect_muted=args.connect_muted)  # fmt: skip
+
+
+def run_points(args: argparse.Namespace, overrides: dict[str, Any]) -> list[Report]:
+    """One point against --target, or against pysfu and then the aiortc relay (--compare-aiortc-relay)."""
+    targets = ["sfu", "aiortc-relay"] if args.compare_aiortc_relay else [args.target]
+    return [run_point(args, {**overrides, "target": target}) for target in targets]
 
 
 def run_point(args: argparse.Namespace, overrides: dict[str, Any]) -> Report:
@@ -96,8 +145,12 @@ def run_point(args: argparse.Namespace, overrides: dict[str, Any]) -> Report:
     progress = None if args.quiet else _stderr
     if args.wait_idle > 0:
         wait_idle(args.wait_idle, progress or (lambda _line: None))
+    if overrides.get("target", args.target) == "aiortc-relay":
+        with SpawnedRelay() as relay:
+            config = replace(_config(args, relay.url, relay.key_id, relay.secret), **overrides)
+            return asyncio.run(run_load(config, progress))
     if args.spawn:
-        with SpawnedServer() as server:
+        with SpawnedServer(args.server_arg) as server:
             config = replace(_config(args, server.url, server.key_id, server.secret), **overrides)
             return asyncio.run(run_load(config, progress))
     config = replace(_config(args, args.url, args.key_id, args.secret), **overrides)
@@ -124,25 +177,28 @@ def _stderr(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.spawn and not (args.url and args.key_id and args.secret):
+    needs_sfu = args.target == "sfu" or args.compare_aiortc_relay
+    if needs_sfu and not args.spawn and not (args.url and args.key_id and args.secret):
         print("loadtest: error: give --spawn, or --url with --key-id and --secret", file=sys.stderr)
         return 2
     command = "python -m loadtest " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.sweep is None:
-        report = run_point(args, {})
+        reports = run_points(args, {})
         if args.json:
-            print(json.dumps({"machine": machine(), "command": command, "report": report.to_json()}))
+            body = [r.to_json() for r in reports]
+            print(json.dumps({"machine": machine(), "command": command, "report": body[0], "reports": body}))
         else:
-            print(table([report]))
-            print(details(report))
-        return 0 if not report.errors else 1
+            print(table(reports))
+            for report in reports:
+                print(details(report))
+        return 0 if not any(r.errors for r in reports) else 1
     name, values = args.sweep
-    reports = [run_point(args, {name: value}) for value in values]
+    reports = [r for value in values for r in run_points(args, {name: value})]
     written = write_sweep(args.out, name, command, reports)
     print(table(reports))
     for report in reports:
         print(f"{name}={getattr(report, name)}: {details(report)}")
-    memory = per_subscriber_bytes(reports)
+    memory = per_subscriber_bytes([r for r in reports if r.target == "sfu"])
     if memory is not None:
         print(f"server RSS per subscriber (first to last point): {memory / 1e6:.2f} MB")
     print("wrote " + ", ".join(str(p) for p in written))
@@ -163,7 +219,8 @@ def write_sweep(out: Path, name: str, command: str, reports: list[Report]) -> li
     stem = out / f"sweep-{name}-{time.strftime('%Y%m%dT%H%M%S')}"
     body: dict[str, Any] = {"machine": machine(), "command": command, "swept": name,
                             "points": [r.to_json() for r in reports],
-                            "rss_per_subscriber_bytes": per_subscriber_bytes(reports)}  # fmt: skip
+                            "rss_per_subscriber_bytes": per_subscriber_bytes(
+                                [r for r in reports if r.target == "sfu"])}  # fmt: skip
     json_path = stem.with_suffix(".json")
     json_path.write_text(json.dumps(body, indent=2))
     png_path = stem.with_suffix(".png")
@@ -178,12 +235,18 @@ def plot(reports: list[Report], name: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [getattr(r, name) for r in reports]
     fig, (cpu_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    cpu_ax.plot(xs, [r.server_cpu_us_per_packet for r in reports], marker="o")
+    for target in dict.fromkeys(r.target for r in reports):  # one line per server (--compare-aiortc-relay)
+        points = [r for r in reports if r.target == target]
+        xs = [getattr(r, name) for r in points]
+        label = "pysfu" if target == "sfu" else target
+        cpu_ax.plot(xs, [r.server_cpu_us_per_packet for r in points], marker="o", label=label)
+        loss_ax.plot(xs, [r.loss_pct for r in points], marker="o", label=label)
     cpu_ax.set(xlabel=name, ylabel="server CPU us per forwarded packet", title="CPU per packet")
     cpu_ax.set_ylim(bottom=0)
-    loss_ax.plot(xs, [r.loss_pct for r in reports], marker="o", color="tab:red")
+    if len({r.target for r in reports}) > 1:
+        cpu_ax.legend()
+        loss_ax.legend()
     loss_ax.set(xlabel=name, ylabel="loss %", title="loss at subscribers")
     loss_ax.set_ylim(bottom=0)
     for ax in (cpu_ax, loss_ax):

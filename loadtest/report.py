@@ -29,6 +29,7 @@ class Report:
     reordered: int
     duplicates: int
     jitter_ms: float  # mean over streams, RFC 3550 interarrival jitter
+    delivered_pct: float  # packets received / (packets sent x subscribers): also counts what a server drops
     latency_samples: int
     latency_ms_p50: float
     latency_ms_p95: float
@@ -43,10 +44,15 @@ class Report:
     server_cpu_us_per_packet: float
     server_rss_bytes: float
     server_loop_lag_max_s: float
+    # sfu_arrival_to_send_seconds over the window (sampled 1 in 64 packets per receiver), microseconds
+    server_fwd_samples: float = math.nan
+    server_fwd_us_p50: float = math.nan
+    server_fwd_us_p99: float = math.nan
     machine_cpu_pct: float = math.nan  # every process on the machine, 100 per busy core
     udp_rcvbuf_errors: float = math.nan  # datagrams the kernel dropped on full receive buffers (all sockets)
     server_drops: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    target: str = "sfu"  # or "aiortc-relay"
 
     def to_json(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
@@ -69,6 +75,7 @@ def build_report(
     errors: list[str],
     machine_cpu_s: float = math.nan,
     udp_rcvbuf_errors: float = math.nan,
+    target: str = "sfu",
 ) -> Report:
     """Window deltas; latency comes from the end snapshots, which carry the window's samples."""
     s0 = {s["worker"]: s for s in snaps[0]}
@@ -82,14 +89,19 @@ def build_report(
     latency = sorted(x for s in s1.values() for x in s.get("latency_ms", []))
     jitters = [j for s in s1.values() for j in s["jitter_ms"]]
     m0, m1 = metrics
+    fwd_buckets = histogram_delta(m0, m1, "sfu_arrival_to_send_seconds")
     cpu_s = _delta(m0, m1, "process_cpu_seconds_total")
     out_packets = _delta(m0, m1, "sfu_packets_out_total")
+    if target != "sfu":  # the aiortc relay counts no packets: use what its subscribers received
+        out_packets = float(client("received"))
+    sent = client("pub_packets")
     drops = {
         k.removeprefix("sfu_drops_total"): m1[k] - m0.get(k, 0.0)
         for k in m1
         if k.startswith("sfu_drops_total{") and m1[k] - m0.get(k, 0.0) > 0
     }
     return Report(
+        target=target,
         publishers=publishers,
         subscribers=subscribers,
         workers=workers,
@@ -105,6 +117,7 @@ def build_report(
         reordered=client("reordered"),
         duplicates=client("duplicates"),
         jitter_ms=sum(jitters) / len(jitters) if jitters else math.nan,
+        delivered_pct=100.0 * client("received") / (sent * subscribers) if sent and subscribers else math.nan,
         latency_samples=len(latency),
         latency_ms_p50=percentile(latency, 0.50),
         latency_ms_p95=percentile(latency, 0.95),
@@ -120,6 +133,9 @@ def build_report(
         server_cpu_us_per_packet=cpu_s * 1e6 / out_packets if out_packets else math.nan,
         server_rss_bytes=m1.get("process_resident_memory_bytes", math.nan),
         server_loop_lag_max_s=m1.get("sfu_event_loop_lag_max_seconds", math.nan),
+        server_fwd_samples=fwd_buckets[-1][1] if fwd_buckets else math.nan,
+        server_fwd_us_p50=histogram_quantile(fwd_buckets, 0.50) * 1e6,
+        server_fwd_us_p99=histogram_quantile(fwd_buckets, 0.99) * 1e6,
         machine_cpu_pct=100 * machine_cpu_s / span,
         udp_rcvbuf_errors=udp_rcvbuf_errors,
         server_drops=drops,
@@ -128,8 +144,9 @@ def build_report(
 
 
 COLUMNS = (
-    "pubs", "subs", "pkt/s in", "pkt/s out", "Mbit/s in", "Mbit/s out", "loss %",
-    "latency p50/p95/p99 ms", "server CPU %", "CPU us/fwd pkt", "server RSS MB", "machine CPU %",
+    "server", "pubs", "subs", "pkt/s in", "pkt/s out", "Mbit/s in", "Mbit/s out", "delivered %", "loss %",
+    "latency p50/p95/p99 ms", "arrival->send p50/p99 us", "server CPU %", "CPU us/fwd pkt",
+    "server RSS MB", "machine CPU %",
 )  # fmt: skip
 
 
@@ -140,8 +157,10 @@ def _f(value: float, digits: int = 0) -> str:
 def table_row(r: Report) -> str:
     latency = "/".join(_f(v, 1) for v in (r.latency_ms_p50, r.latency_ms_p95, r.latency_ms_p99))
     cells = [
-        str(r.publishers), str(r.subscribers), _f(r.server_pps_in), _f(r.server_pps_out),
-        _f(r.server_mbps_in, 2), _f(r.server_mbps_out, 2), _f(r.loss_pct, 3), latency,
+        "pysfu" if r.target == "sfu" else r.target, str(r.publishers), str(r.subscribers),
+        _f(r.server_pps_in), _f(r.server_pps_out), _f(r.server_mbps_in, 2), _f(r.server_mbps_out, 2),
+        _f(r.delivered_pct, 1), _f(r.loss_pct, 3), latency,
+        f"{_f(r.server_fwd_us_p50)}/{_f(r.server_fwd_us_p99)}",
         _f(r.server_cpu_pct), _f(r.server_cpu_us_per_packet, 1), _f(r.server_rss_bytes / 1e6, 0),
         _f(r.machine_cpu_pct),
     ]  # fmt: skip
@@ -171,6 +190,34 @@ def details(r: Report) -> str:
         lines.append("server drops: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.server_drops.items())))
     lines.extend(f"error: {e.strip().splitlines()[-1] if e.strip() else e}" for e in r.errors[:5])
     return "\n".join(lines)
+
+
+def histogram_delta(
+    before: dict[str, float], after: dict[str, float], name: str
+) -> list[tuple[float, float]]:
+    """(le, cumulative count gained in the window) of a Prometheus histogram, sorted by le; [] if absent."""
+    prefix = f'{name}_bucket{{le="'
+    out = []
+    for key, value in after.items():
+        if key.startswith(prefix):
+            out.append((float(key[len(prefix) : -2]), value - before.get(key, 0.0)))
+    return sorted(out)
+
+
+def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """As PromQL's histogram_quantile: linear inside the bucket holding rank q; NaN without samples."""
+    if not buckets or buckets[-1][1] <= 0:
+        return math.nan
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound  # beyond the last finite bound: report that bound
+            inside = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / inside if inside else 1.0)
+        lower_bound, lower_count = bound, count
+    return math.nan
 
 
 def machine_busy_s() -> float:

@@ -44,6 +44,9 @@ class LoadConfig:
     media: MediaSpec = field(default_factory=MediaSpec)
     session: str = ""  # "" -> a fresh name per run
     connect_timeout_s: float = 0.0  # 0 -> 30 s + 1 s per participant
+    target: str = "sfu"  # "sfu" (pysfu) or "aiortc-relay" (loadtest/aiortc_relay.py)
+    udp_buffer_bytes: int = 2 * 1024 * 1024  # SO_RCVBUF of the workers' ICE sockets
+    connect_muted: bool = False  # pysfu: feeds muted until every subscriber is connected (big runs)
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -65,6 +68,9 @@ def plan_workers(config: LoadConfig, session: str) -> list[WorkerPlan]:
             publishers=tuple(range(w, config.publishers, count)),
             subscribers=tuple(range(w, config.subscribers, count)),
             media=config.media,
+            target=config.target,
+            udp_buffer_bytes=config.udp_buffer_bytes,
+            connect_muted=config.connect_muted and config.target == "sfu",
         )
         for w in range(count)
     ]
@@ -110,13 +116,18 @@ class _Workers:
             self.procs.append(proc)
         self.errors: list[str] = []
 
-    async def expect(self, kind: str, timeout_s: float) -> list[Any]:
-        """One `kind` reply from every worker (a worker's `error` is kept and stands in as None)."""
+    async def expect(
+        self, kind: str, timeout_s: float, on_other: Callable[[int, Any], None] | None = None
+    ) -> list[Any]:
+        """One `kind` reply from every worker (a worker's `error` is kept and stands in as None); other
+        messages (progress) go to `on_other(worker index, message)`."""
         replies: list[Any] = []
         deadline = time.monotonic() + timeout_s
-        for conn in self.conns:
+        for index, conn in enumerate(self.conns):
             while True:
                 message = await recv(conn, max(0.1, deadline - time.monotonic()))
+                if on_other is not None and message[0] not in (kind, "error"):
+                    on_other(index, message)
                 if message[0] == kind:
                     replies.append(message[1])
                     break
@@ -184,7 +195,22 @@ async def run_load(config: LoadConfig, progress: Callable[[str], None] | None = 
             feeds = [f for reply in published if reply for f in reply]
             say(f"loadtest: {len(feeds)} feed(s) published in {time.monotonic() - started:.1f} s")
             workers.send("subscribe", feeds)
-            await workers.expect("subscribed", connect_s)
+            subscribing = time.monotonic()
+            connected = [0] * len(plans)
+
+            def on_connecting(index: int, message: Any) -> None:
+                if message[0] == "connecting":
+                    connected[index] = message[1]
+                    if index == 0:
+                        elapsed_s = time.monotonic() - subscribing
+                        say(f"loadtest: [{elapsed_s:5.1f} s] {sum(connected)}/{config.subscribers} connected")
+
+            await workers.expect("subscribed", connect_s, on_connecting)
+            connected_s = time.monotonic() - subscribing
+            say(f"loadtest: {config.subscribers} subscriber(s) connected in {connected_s:.1f} s")
+            if config.connect_muted and config.target == "sfu":
+                workers.send("unmute")
+                await workers.expect("unmuted", connect_s)
             await _wait_for_packets(workers, config.subscribers * len(feeds), say)
             await asyncio.sleep(config.warmup_s)
             metrics0 = await scrape(http, config.url)
@@ -208,6 +234,7 @@ async def run_load(config: LoadConfig, progress: Callable[[str], None] | None = 
         errors,
         busy1 - busy0,
         overflows1 - overflows0,
+        config.target,
     )
 
 
@@ -233,21 +260,24 @@ async def _progress(
 ) -> None:
     """The measurement window, with one progress line every PROGRESS_EVERY_S."""
     end = t0 + config.duration_s
-    previous = (t0, metrics0)
+    previous = (t0, metrics0, sum(s["received"] for s in await workers.snapshot("progress")))
     while (left := end - time.monotonic()) > 0:
         await asyncio.sleep(min(PROGRESS_EVERY_S, left))
         now = time.monotonic()
         metrics = await scrape(http, config.url)
         snaps = await workers.snapshot("progress")
         span = max(now - previous[0], 1e-6)
-        out_pps = (
-            metrics.get("sfu_packets_out_total", 0) - previous[1].get("sfu_packets_out_total", 0)
-        ) / span
+        received = sum(s["received"] for s in snaps)
+        if config.target == "sfu":
+            out = metrics.get("sfu_packets_out_total", 0) - previous[1].get("sfu_packets_out_total", 0)
+        else:  # the relay counts nothing: what its subscribers received
+            out = received - previous[2]
+        out_pps = out / span
         cpu = metrics.get("process_cpu_seconds_total", 0) - previous[1].get("process_cpu_seconds_total", 0)
         expected = sum(s["expected"] for s in snaps) or 1
         lost = sum(s["lost"] for s in snaps)
         say(
-            f"[{now - t0:5.1f} s] received {sum(s['received'] for s in snaps)} pkts | server out "
+            f"[{now - t0:5.1f} s] received {received} pkts | server out "
             f"{out_pps:.0f} pkt/s, cpu {100 * cpu / span:.0f}% | loss {100 * lost / expected:.2f}%"
         )
-        previous = (now, metrics)
+        previous = (now, metrics, received)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -33,7 +34,8 @@ def _cli(*args: str) -> dict[str, Any]:
 class SpawnedServer:
     """`with SpawnedServer() as server:` -> server.url, server.key_id, server.secret."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: Sequence[str] = ()) -> None:
+        self.extra_args = tuple(extra_args)  # more `sfu serve` flags, e.g. ("--workers", "1")
         self.data_dir = Path(tempfile.mkdtemp(prefix="sfu-loadtest-"))
         self.url = ""
         self.key_id = ""
@@ -49,7 +51,7 @@ class SpawnedServer:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sfu", "serve", "--host", "127.0.0.1", "--port", "0",
-                 "--data-dir", data, "--ice-host", "127.0.0.1", "--log-level", "warning"],
+                 "--data-dir", data, "--ice-host", "127.0.0.1", "--log-level", "warning", *self.extra_args],
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -87,3 +89,34 @@ class SpawnedServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+RELAY_BANNER: Final = re.compile(r"aiortc relay listening on (http://127\.0\.0\.1:\d+)")
+
+
+class SpawnedRelay(SpawnedServer):
+    """`python -m loadtest.aiortc_relay` (the decode/re-encode baseline) on a free port; no keys needed."""
+
+    def start(self) -> SpawnedRelay:
+        log = self.data_dir / "relay.log"
+        self.key_id, self.secret = "-", "-"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "loadtest.aiortc_relay", "--port", "0"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self.url:
+            found = RELAY_BANNER.search(log.read_text(errors="replace"))
+            if found:
+                self.url = found.group(1)
+            elif self.proc.poll() is not None or time.monotonic() > deadline:
+                text = log.read_text(errors="replace")[-2000:]
+                self.close()
+                raise RuntimeError(f"aiortc relay did not start: {text}")
+            else:
+                time.sleep(0.1)
+        return self
+
+    def __enter__(self) -> SpawnedRelay:
+        return self.start()

@@ -13,18 +13,21 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any, Final, TypeVar
 
 import client_sdk
 from client_sdk.encoded import EncodedAudioTrack, EncodedClip, EncodedVideoTrack
 from loadtest.pipe import recv
+from loadtest.relay_client import RelayFeed, RelayPeers
 from loadtest.stats import SendStamps, StreamStats, rtp_payload
 from sfu.metrics import process_rss_bytes
 
 CLOSE_TIMEOUT_S: Final = 10.0
+PROGRESS_EVERY_S: Final = 2.0
+DTX_EVERY: Final = 20  # Opus DTX: one 20 ms packet per 400 ms of silence (RFC 7587 section 3.1.3)
 _monotonic_ns = time.monotonic_ns
 T = TypeVar("T")
 
@@ -40,13 +43,18 @@ class MediaSpec:
     keyframe_s: float = 2.0
     audio: bool = True
     clip_s: float = 10.0
+    video: bool = True
+    talkers: int = 0  # publishers 0..talkers-1 talk; the others send Opus DTX-like silence (0: all talk)
 
     def clips(self) -> list[EncodedClip]:
         """Encoded once per parameter set and cached on disk by `loadtest.media`."""
         from loadtest.media import encode_opus, encode_vp8
 
-        video = encode_vp8(self.width, self.height, self.fps, self.clip_s, self.bitrate_bps, self.keyframe_s)
-        clips = [video]
+        clips = []
+        if self.video:
+            clips.append(
+                encode_vp8(self.width, self.height, self.fps, self.clip_s, self.bitrate_bps, self.keyframe_s)
+            )
         if self.audio:
             clips.append(encode_opus(self.clip_s))
         return clips
@@ -63,6 +71,9 @@ class WorkerPlan:
     subscribers: tuple[int, ...]
     media: MediaSpec
     connect_concurrency: int = 4
+    target: str = "sfu"  # or "aiortc-relay" (loadtest/aiortc_relay.py)
+    udp_buffer_bytes: int = 2 * 1024 * 1024  # SO_RCVBUF of every client ICE socket
+    connect_muted: bool = False  # publishers mute their feeds until every subscriber is connected
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,7 @@ class WorkerState:
         self.pub_packets = 0
         self.pub_octets = 0
         self.received_bytes = 0
+        self.subscribers_connected = 0
         self.errors: list[str] = []
 
     def snapshot(self, with_latency: bool) -> dict[str, Any]:
@@ -132,7 +144,7 @@ def hook_publisher(state: WorkerState, publisher: int, transport: Any) -> bool:
     return True
 
 
-async def read_feed(state: WorkerState, raw: client_sdk.RawFeed, ref: FeedRef) -> None:
+async def read_feed(state: WorkerState, raw: client_sdk.RawFeed | RelayFeed, ref: FeedRef) -> None:
     """Counts one raw feed until it ends or the task is cancelled."""
     section = raw.section
     primary = -1
@@ -167,6 +179,8 @@ class Worker:
         self.sessions: list[client_sdk.Session] = []
         self.readers: list[asyncio.Task[None]] = []
         self._gate = asyncio.Semaphore(plan.connect_concurrency)
+        self.relay = RelayPeers(plan.url) if plan.target == "aiortc-relay" else None
+        self.publishing: list[tuple[client_sdk.Session, list[str]]] = []
 
     def token(self, uid: str, grants: dict[str, Any]) -> str:
         plan = self.plan
@@ -184,15 +198,33 @@ class Worker:
         await session.join()
         return session
 
+    def clips_of(self, index: int, clips: list[EncodedClip]) -> list[EncodedClip]:
+        """A silent publisher (index >= talkers) sends one audio packet per 400 ms, as Opus DTX does."""
+        talkers = self.plan.media.talkers
+        if not talkers or index < talkers:
+            return clips
+        return [replace(c, frames=c.frames[::DTX_EVERY]) if c.kind == "audio" else c for c in clips]
+
     async def publish(self, clips: list[EncodedClip]) -> list[FeedRef]:
         async def one(index: int) -> list[FeedRef]:
+            clips_now = self.clips_of(index, clips)
+            if self.relay is not None:
+                async with self._gate:
+                    found, sender_transport = await self.relay.publish(f"pub-{index}", clips_now)
+                if not hook_publisher(self.state, index, sender_transport):
+                    self.state.errors.append(f"pub-{index}: no send hook")
+                return [FeedRef(feed_id, index, kind) for feed_id, kind in found]
             async with self._gate:
                 session = await self.connect(f"pub-{index}", {"subscribe": False})
                 tracks: list[tuple[Any, str | None, str | None]] = [
                     (EncodedAudioTrack(c) if c.kind == "audio" else EncodedVideoTrack(c), None, None)
-                    for c in clips
+                    for c in clips_now
                 ]
                 feeds = await session.publish_many(tracks)
+                if self.plan.connect_muted:
+                    for feed in feeds:
+                        await session.mute(feed.feed_id, True)
+                self.publishing.append((session, [f.feed_id for f in feeds]))
             transceiver = feeds[0].transceiver
             if transceiver is None or not hook_publisher(self.state, index, transceiver.sender.transport):
                 self.state.errors.append(f"pub-{index}: no send hook, latency not measured")
@@ -203,18 +235,30 @@ class Worker:
 
     async def subscribe(self, feeds: list[FeedRef]) -> int:
         async def one(index: int) -> bool:
+            if self.relay is not None:
+                async with self._gate:
+                    relayed = await self.relay.subscribe([f.feed_id for f in feeds], [f.kind for f in feeds])
+                for ref, feed in zip(feeds, relayed, strict=True):
+                    task = asyncio.create_task(read_feed(self.state, feed, ref), name=f"read-{index}")
+                    self.readers.append(task)
+                self.state.subscribers_connected += 1
+                return True
             async with self._gate:
                 session = await self.connect(f"sub-{index}", {"publish": False})
-                for ref in feeds:
-                    raw = await session.subscribe(ref.feed_id, decode=False, timeout_s=30.0)
+                # all at once: the server folds subscriptions that arrive together into one offer
+                raws = await asyncio.gather(
+                    *(session.subscribe(ref.feed_id, decode=False, timeout_s=60.0) for ref in feeds)
+                )
+                for ref, raw in zip(feeds, raws, strict=True):
                     task = asyncio.create_task(read_feed(self.state, raw, ref), name=f"read-{index}")
                     self.readers.append(task)
+            self.state.subscribers_connected += 1
             return True
 
         results = await self._gather([one(i) for i in self.plan.subscribers])
         return sum(1 for ok in results if ok)
 
-    async def _gather(self, jobs: list[Awaitable[T]]) -> list[T | None]:
+    async def _gather(self, jobs: Sequence[Awaitable[T]]) -> list[T | None]:
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)
         results: list[T | None] = []
         for outcome in outcomes:
@@ -232,6 +276,8 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await asyncio.gather(*(s.close() for s in reversed(self.sessions)), return_exceptions=True)
+                if self.relay is not None:
+                    await self.relay.close()
 
     async def serve(self) -> None:
         """The command loop: publish at start, then subscribe / snapshot / stop as the parent asks."""
@@ -240,6 +286,7 @@ class Worker:
         self.conn.send(("published", [(f.feed_id, f.publisher, f.kind) for f in feeds]))
         handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "subscribe": self._on_subscribe,
+            "unmute": self._on_unmute,
             "snapshot": self._on_snapshot,
         }
         while True:
@@ -248,10 +295,21 @@ class Worker:
                 return
             await handlers[command](arg)
 
+    async def _on_unmute(self, _arg: Any) -> None:
+        """`connect_muted`: every subscriber is connected, start forwarding all feeds at once."""
+        jobs = [s.mute(feed_id, False) for s, feed_ids in self.publishing for feed_id in feed_ids]
+        await self._gather(jobs)
+        self.conn.send(("unmuted", len(jobs)))
+
     async def _on_subscribe(self, feeds: list[tuple[str, int, str]]) -> None:
+        """Subscribes this worker's subscribers, telling the parent how many are done every 2 s."""
         refs = [FeedRef(*f) for f in feeds]
-        ok = await self.subscribe(refs) if self.plan.subscribers else 0
-        self.conn.send(("subscribed", ok))
+        job = asyncio.ensure_future(self.subscribe(refs) if self.plan.subscribers else asyncio.sleep(0, 0))
+        while not job.done():
+            await asyncio.wait([job], timeout=PROGRESS_EVERY_S)
+            if not job.done():
+                self.conn.send(("connecting", self.state.subscribers_connected))
+        self.conn.send(("subscribed", job.result()))
 
     async def _on_snapshot(self, phase: str) -> None:
         """`begin` starts collecting latency samples, `end` hands them over, `progress` only counts."""
@@ -264,8 +322,41 @@ class Worker:
         self.conn.send(("snapshot", snap))
 
 
+def prepare_process(udp_buffer_bytes: int) -> None:
+    """Per worker: file descriptors up to the hard limit (a peer is a UDP socket and, against pysfu, a
+    WebSocket), bigger receive buffers for the ICE sockets aioice creates, and the STUN parse guard.
+
+    NOTE: aioice 0.13.0 sets SO_RCVBUF on each host socket to `aioice.turn.UDP_SOCKET_BUFFER_SIZE`, read
+    at gathering time (Linux caps it at net.core.rmem_max).
+    """
+    import resource
+
+    import aioice.turn
+
+    from sfu.media import bridge
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard)
+            )
+    aioice.turn.UDP_SOCKET_BUFFER_SIZE = udp_buffer_bytes
+    bridge.install_stun_parse_guard()
+
+
+def granted_rcvbuf(size_bytes: int) -> int:
+    """What the kernel reports for SO_RCVBUF = size_bytes on a UDP socket (Linux: 2 x min(size, rmem_max))."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size_bytes)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
 def worker_main(conn: Connection, plan: WorkerPlan) -> None:
     """Process entry point (multiprocessing spawn): uvloop when installed, as the server uses."""
+    prepare_process(plan.udp_buffer_bytes)
     try:
         import uvloop
 

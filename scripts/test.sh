@@ -13,13 +13,20 @@ command -v tc >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 # TURN tests relay through Debian's coturn on loopback (tests/integration/deploy/test_turn.py).
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
+# Cluster and shared-store tests start their own Debian redis-server on loopback (tests/redis_server.py).
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need_apt[*]} with apt-get"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
     # the tests start their own turnserver on loopback; never leave Debian's system-wide one running
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now coturn >/dev/null 2>&1 || true; fi
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now coturn >/dev/null 2>&1 || true
+      systemctl disable --now redis-server >/dev/null 2>&1 || true  # same for Redis
+    fi
+    # without systemd the package's init script may have started one: stop it (the tests use their own)
+    if [ -x /etc/init.d/redis-server ]; then /etc/init.d/redis-server stop >/dev/null 2>&1 || true; fi
   else
     echo "warning: ${need_apt[*]} missing and apt-get unavailable: the tests that need them skip" >&2
   fi

@@ -28,7 +28,8 @@ from sfu.auth.identity import SOURCES, Grants
 from sfu.auth.tokens import MAX_LIFETIME_S, check_claims, create_token
 from sfu.config import Config, ConfigError, add_arguments, load
 from sfu.errors import BadRequest, NotFound, SfuError
-from sfu.store.base import KeyRecord
+from sfu.recording.mix_cli import add_mix_parser
+from sfu.store.base import KeyRecord, Store
 from sfu.store.sqlite import SqliteStore
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
@@ -127,11 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_token_inspect)
+    _store_options(add_mix_parser(commands.add_parser("recording", help="work with recordings (offline)")),
+                   cmd_recording_mix)
     return parser
 
 
 def _store_options(p: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], int]) -> None:
     p.add_argument("--data-dir", type=Path, metavar="DIR", help="data directory (env SFU_DATA_DIR)")
+    p.add_argument("--redis", dest="redis_url", metavar="URL",
+                   help="a cluster's shared store instead of the data dir's SQLite (env SFU_REDIS_URL)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=handler)
 
@@ -148,8 +153,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:
         runner = asyncio.Runner()
+    workers = config.workers or len(os.sched_getaffinity(0)) or 1  # the cores this process may use
     with runner:
-        runner.run(_serve(config))
+        if workers == 1 and config.redis_url is None:  # a Redis node always has a front (placement)
+            runner.run(_serve(config))
+        else:
+            from sfu.cluster.serve import serve_cluster
+
+            runner.run(serve_cluster(config, workers, _ssl_context(config), _print_banner))
     return 0
 
 
@@ -272,9 +283,17 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(os.environ.get("SFU_DATA_DIR") or Config().data_dir)
 
 
-def _run_with_store(args: argparse.Namespace, work: Callable[[SqliteStore], Awaitable[Any]]) -> Any:
+def _run_with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[Any]]) -> Any:
+    redis_url = getattr(args, "redis_url", None) or os.environ.get("SFU_REDIS_URL")
+
     async def run() -> Any:
-        store = SqliteStore(_data_dir(args))
+        store: Store
+        if redis_url:  # a cluster's shared store; master.key comes from the data dir as for SQLite
+            from sfu.store.redis import RedisStore
+
+            store = RedisStore(redis_url, _data_dir(args))
+        else:
+            store = SqliteStore(_data_dir(args))
         await store.open()
         try:
             return await work(store)
@@ -289,7 +308,7 @@ def _emit(args: argparse.Namespace, body: dict[str, Any], text: str) -> int:
     return 0
 
 
-async def _resolve_client(store: SqliteStore, ref: str) -> str:
+async def _resolve_client(store: Store, ref: str) -> str:
     client = await store.get_client(ref) or await store.find_client_by_name(ref)
     if client is None:
         raise NotFound(f"client {ref!r} not found")
@@ -316,7 +335,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
         raise UsageError("--algorithm and --public-key apply to secret keys only")
     public_key = args.public_key.read_text() if args.public_key is not None else None
 
-    async def work(store: SqliteStore) -> tuple[KeyRecord, str | None]:
+    async def work(store: Store) -> tuple[KeyRecord, str | None]:
         cid = await _resolve_client(store, args.client)
         if not args.web_only:
             return await store.create_secret_key(cid, args.algorithm, public_key)
@@ -337,7 +356,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_key_list(args: argparse.Namespace) -> int:
-    async def work(store: SqliteStore) -> list[KeyRecord]:
+    async def work(store: Store) -> list[KeyRecord]:
         return await store.list_keys(await _resolve_client(store, args.client))
 
     keys: list[KeyRecord] = _run_with_store(args, work)
@@ -350,7 +369,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    async def work(store: SqliteStore) -> None:
+    async def work(store: Store) -> None:
         if await store.get_key(args.key_id) is None:
             raise NotFound(f"key {args.key_id!r} not found")
         await store.revoke_key(args.key_id)
@@ -379,6 +398,19 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         description=args.description, grants=grants or None, policy=policy or None, now=now,
     )
     return _emit(args, {"token": token, "expires_at": int(now) + int(args.ttl)}, token)
+
+
+def cmd_recording_mix(args: argparse.Namespace) -> int:
+    from sfu.recording.mix import find_recording, mix_recording
+
+    record = _run_with_store(args, lambda store: find_recording(store, args.recording_id))
+    if record is None:
+        raise NotFound(f"recording {args.recording_id} not found")
+    try:
+        result = mix_recording(record, _data_dir(args), args.out, args.size, args.fps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return _emit(args, result.to_wire(), result.describe())
 
 
 def cmd_token_inspect(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -41,10 +42,17 @@ class Config:
     # Deployment (docs/deployment.md). Announced addresses: ("0.0.0.0"|"::"|local address, public address).
     public_ips: tuple[tuple[str, str], ...] = ()
     rtc_port_range: tuple[int, int] | None = None  # UDP ports ICE host sockets bind, inclusive
+    udp_buffer_bytes: int = 2 * 1024 * 1024  # SO_SNDBUF per ICE socket; capped by net.core.wmem_max
     tls_cert: Path | None = None
     tls_key: Path | None = None
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For/-Proto are believed
     shutdown_timeout_s: float = 5.0
+    workers: int = 0  # media worker processes (sfu/cluster); 0: one per core, 1: a single process
+    # Many nodes (docs/scaling.md): shared store, node registry and session placement in Redis.
+    redis_url: str | None = None
+    node_url: str | None = None  # how other nodes and redirected clients reach this one (http(s)://host:port)
+    region: str = ""
+    redirect: bool = False  # a join for a session on another node: tell the client to go there, not relay
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +111,27 @@ def _network(text: str) -> str:
     return str(ipaddress.ip_network(text.strip(), strict=False))
 
 
+def _redis_url(text: str) -> str:
+    url = text.strip()
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _http_url(text: str) -> str:
+    url = text.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("/")) != 3:
+        raise ValueError("must be http(s)://HOST:PORT")
+    return url
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError("must be true or false")
+    return value in ("true", "1", "yes", "on")
+
+
 def _ice_url(text: str) -> str:
     url = text.strip()
     if not url.startswith(("stun:", "turn:", "turns:")):
@@ -119,7 +148,9 @@ REPEATABLE = {
     "public_ips": "--public-ip",
     "trusted_proxies": "--trusted-proxy",
 }
-ALIASES = {"public_ips": ("--nat-1to1",)}
+ALIASES = {"public_ips": ("--nat-1to1",), "redis_url": ("--redis",)}
+FLAGS = frozenset({"redirect"})
+"""Boolean settings given as a bare `--flag` (env: SFU_<NAME>=true|false)."""
 
 # name -> (parser of one text value, help). The env variable is SFU_<NAME upper>.
 SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -144,11 +175,23 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "public_ips": (_public_ip, "address announced in host candidates instead of the bound one: PUBLIC or "
                    "LOCAL=PUBLIC (1:1 NAT, e.g. a cloud VM's elastic IP; repeatable)"),
     "rtc_port_range": (_port_range, "UDP ports for ICE, LOW-HIGH (e.g. 50000-50100); default: ephemeral"),
+    "udp_buffer_bytes": (_positive_int, "send buffer of each ICE UDP socket, bytes (default 2 MiB; Linux "
+                         "caps it at net.core.wmem_max)"),
     "tls_cert": (Path, "PEM certificate chain: serve HTTPS/WSS directly (with --tls-key)"),
     "tls_key": (Path, "PEM private key of --tls-cert"),
     "trusted_proxies": (_network, "proxy address or network whose X-Forwarded-For/-Proto are trusted "
                         "(repeatable)"),
     "shutdown_timeout_s": (_positive_float, "seconds SIGTERM waits for sockets and recordings to finish"),
+    "workers": (_positive_int, "media worker processes behind one front process (default: one per core; "
+                "1: everything in a single process)"),
+    "redis_url": (_redis_url, "Redis URL (redis://host:6379/0): keys, clients and session placement shared "
+                  "by every node; without it one node keeps them in SQLite"),
+    "node_url": (_http_url, "with --redis: this node's address for other nodes and redirected clients "
+                 "(default: the listening address)"),
+    "region": (str, "with --redis: this node's region label (new sessions of a draining node go to the "
+               "same region first)"),
+    "redirect": (_bool, "with --redis: send a client whose session lives on another node there instead "
+                 "of relaying its socket"),
 }
 
 
@@ -158,8 +201,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name in REPEATABLE:
             flags = (REPEATABLE[name], *ALIASES.get(name, ()))
             parser.add_argument(*flags, dest=name, action="append", metavar="VALUE", help=help_text)
+        elif name in FLAGS:
+            parser.add_argument(flag, dest=name, action="store_const", const="true", help=help_text)
         else:
-            parser.add_argument(flag, dest=name, metavar=name.upper(), help=help_text)
+            parser.add_argument(flag, *ALIASES.get(name, ()), dest=name, metavar=name.upper(), help=help_text)
 
 
 def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -185,6 +230,10 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
                 values[name] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"invalid {source} {raw!r}: {exc}") from None
+    if "redis_url" not in values and any(k in values for k in ("node_url", "region", "redirect")):
+        raise ConfigError("--node-url, --region and --redirect need --redis-url")
+    if "redis_url" in values and importlib.util.find_spec("redis") is None:
+        raise ConfigError("--redis needs the redis package: pip install 'pysfu[redis]'")
     if ("tls_cert" in values) != ("tls_key" in values):
         raise ConfigError("--tls-cert and --tls-key go together")
     return Config(**values)

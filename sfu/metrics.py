@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from sfu.media.counters import DropReason
+from sfu.media.datachannels import TOTALS as DATA_TOTALS
+from sfu.media.datachannels import DataDropReason
+from sfu.media.histogram import ARRIVAL_TO_SEND
+from sfu.media.probe import BANDWIDTH_TOTALS
+from sfu.session.participant_media import TOTALS as NEGOTIATION_TOTALS
 
 if TYPE_CHECKING:
     from sfu.server import Server
@@ -188,6 +194,16 @@ class Metrics:
             "total": self.lag.total_s,
         }
         out["process"] = {"cpu_seconds": time.process_time(), "rss_bytes": process_rss_bytes()}
+        out["arrival_to_send"] = _arrival_to_send()
+        granted = [t.udp_buffers for t in self.server.media.transports if t.udp_buffers[0]]
+        out["udp_buffer_bytes"] = {  # what the kernel granted an ICE socket (Transport.udp_buffers)
+            "receive": max((g[0] for g in granted), default=0),
+            "send": max((g[1] for g in granted), default=0),
+        }
+        out["data"] = _data_channels()
+        out["bandwidth"] = dataclasses.asdict(BANDWIDTH_TOTALS)  # probes, padding, TWCC (probe.py)
+        out["subscriber_answer_timeouts"] = NEGOTIATION_TOTALS.answer_timeouts
+        out["subscriber_transports_abandoned"] = NEGOTIATION_TOTALS.subscribers_closed
         return out
 
     def _walk_media(self) -> tuple[Live, dict[str, int]]:
@@ -225,6 +241,20 @@ class Metrics:
 def _named(fields: tuple[str, ...], vector: list[int] | None) -> dict[str, int]:
     values = vector or [0] * len(fields)
     return dict(zip(fields, values[: len(fields)], strict=True))
+
+
+def _data_channels() -> dict[str, Any]:
+    """Binary data-channel totals of the process (`sfu.media.datachannels.TOTALS`, kept by every relay)."""
+    data = DATA_TOTALS
+    return {
+        "messages_in": data.messages_in,
+        "bytes_in": data.bytes_in,
+        "messages_relayed": data.messages_relayed,
+        "bytes_relayed": data.bytes_relayed,
+        "channel_resets": data.channel_resets,
+        "dropped": {r.name.lower(): data.drops[r] for r in DataDropReason},
+        "dropped_bytes": {r.name.lower(): data.drop_bytes[r] for r in DataDropReason},
+    }
 
 
 def _drops(totals: dict[Group, list[int]]) -> dict[str, dict[str, int]]:
@@ -285,6 +315,20 @@ class _Collector:
             for reason, value in reasons.items():
                 drops.add_metric([stage, reason], value)
         yield drops
+        yield from _data_families(snap["data"])
+        for name, value in snap["bandwidth"].items():  # probe.BandwidthTotals: probes, padding, TWCC
+            help_text = f"bandwidth estimation: {name.replace('_', ' ')}"
+            yield CounterMetricFamily(f"sfu_{name}", help_text, value=value)
+        yield CounterMetricFamily(
+            "sfu_subscriber_answer_timeouts",
+            "subscriber offers replaced because no answer came in time",
+            value=snap["subscriber_answer_timeouts"],
+        )
+        yield CounterMetricFamily(
+            "sfu_subscriber_transports_abandoned",
+            "subscriber transports closed after every re-offer went unanswered",
+            value=snap["subscriber_transports_abandoned"],
+        )
         lag = snap["event_loop_lag_seconds"]
         yield _gauge("sfu_event_loop_lag_seconds", "event loop wake-up delay, last sample", lag["last"])
         yield _gauge(
@@ -292,6 +336,15 @@ class _Collector:
         )
         yield CounterMetricFamily(
             "sfu_event_loop_lag_sum_seconds", "event loop wake-up delay, summed", value=lag["total"]
+        )
+        yield _arrival_to_send_family(snap["arrival_to_send"])
+        yield _by_kind(
+            GaugeMetricFamily(
+                "sfu_udp_socket_buffer_bytes",
+                "buffer size the kernel reports for an ICE UDP socket (Linux: twice the granted request)",
+                labels=["direction"],
+            ),
+            snap["udp_buffer_bytes"],
         )
         process = snap["process"]
         yield CounterMetricFamily(
@@ -302,6 +355,47 @@ class _Collector:
         yield _gauge(
             "process_resident_memory_bytes", "resident memory of the server process", process["rss_bytes"]
         )
+
+
+def _data_families(data: dict[str, Any]) -> Iterator[Metric]:
+    for name, help_text in (
+        ("messages_in", "binary data-channel messages received from clients"),
+        ("bytes_in", "binary data-channel bytes received from clients (whole messages)"),
+        ("messages_relayed", "binary data-channel message copies sent to recipients"),
+        ("bytes_relayed", "payload bytes of the data-channel copies sent to recipients"),
+        ("channel_resets", "reliable data channels reset because their recipient fell behind"),
+    ):
+        yield CounterMetricFamily(f"sfu_data_{name}", help_text, value=data[name])
+    dropped = CounterMetricFamily(
+        "sfu_data_dropped_messages", "data-channel messages or copies dropped, by reason", labels=["reason"]
+    )
+    dropped_bytes = CounterMetricFamily(
+        "sfu_data_dropped_bytes", "bytes of dropped data-channel messages, by reason", labels=["reason"]
+    )
+    for reason, value in data["dropped"].items():
+        dropped.add_metric([reason], value)
+        dropped_bytes.add_metric([reason], data["dropped_bytes"][reason])
+    yield dropped
+    yield dropped_bytes
+
+
+def _arrival_to_send() -> dict[str, Any]:
+    """The sampled arrival -> send histogram (sfu/media/histogram.py): cumulative [le_s, count] pairs,
+    le_s None for +Inf (JSON has no infinity)."""
+    return {
+        "buckets": [[b if b != float("inf") else None, c] for b, c in ARRIVAL_TO_SEND.cumulative()],
+        "sum_seconds": ARRIVAL_TO_SEND.sum_ns / 1e9,
+        "count": ARRIVAL_TO_SEND.count,
+    }
+
+
+def _arrival_to_send_family(latency: dict[str, Any]) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        "sfu_arrival_to_send_seconds",
+        "packet arrival to after its forwarders' sends, sampled 1 in 64 packets per receiver",
+        buckets=[("+Inf" if b is None else repr(b), c) for b, c in latency["buckets"]],
+        sum_value=latency["sum_seconds"],
+    )
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

@@ -42,7 +42,7 @@ class Server:
         await store.open()
         auth = Authenticator(store)
         webhooks = WebhookSender(store)
-        network = IceNetwork(config.rtc_port_range, config.public_ips)
+        network = IceNetwork(config.rtc_port_range, config.public_ips, config.udp_buffer_bytes)
         media = MediaEngine(ice_hosts=config.ice_hosts, ice_network=network)
         registry = Registry(config, store, webhooks, media)
 

@@ -1,16 +1,20 @@
 """Per-subscriber layer budget [lk streamallocator, simplified]: the highest simulcast layers whose
-measured bitrates fit the subscriber's bandwidth estimate (`bwe.py`).
+measured bitrates fit the subscriber's bandwidth estimate (`bwe.py`), video paused when even the lowest
+layers do not fit, and padding probes (`probe.py`) before going up.
 
-Off the packet path: the subscriber transport calls `StreamAllocator.allocate` once a second from its
-RTCP timer. Every feed first gets its lowest arriving layer (a small picture beats none, even over
-budget), then feeds are raised one layer at a time, round robin, while the rest of the budget allows;
-going above the layer a feed has now needs `UPGRADE_HEADROOM` of spare budget, so an estimate hovering
-at a layer's bitrate does not flip it every second.
+Off the packet path: the subscriber transport calls `StreamAllocator.allocate` once a second and `tick`
+every 50 ms from its RTCP timer. Audio is never paused; its bitrate comes off the budget first. Video
+feeds keep their order (the subscription order); when the lowest layers of all of them do not fit, the
+last ones are paused first, and a paused feed resumes only with `RESUME_HEADROOM` of spare budget. Then
+every unpaused feed gets its lowest arriving layer and feeds are raised one layer at a time, round
+robin, while the rest of the budget allows; going above the layer a feed has now needs
+`UPGRADE_HEADROOM` of spare budget, so an estimate hovering at a layer's bitrate does not flip it.
 
-NOTE: a receive-side REMB never exceeds ~1.5x what arrives (the delay-based estimator's cap), so a
-subscriber held on `q` could never show the budget for `h`. Without padding probes, the allocator
-probes by switching: after `PROBE_INTERVAL_NS` without lowering anything it lifts one capped feed by
-one layer and holds it `PROBE_HOLD_NS`; if the estimate has not grown by then, it is lowered again.
+Going up needs an estimate above what is sent now, which nothing shows without sending more: after
+`PROBE_INTERVAL_NS` without a decrease, a capped or paused subscriber gets a padding probe at the rate
+the next step needs. With transport-cc feedback the estimator lifts its estimate to what the probe
+proved; with REMB, the subscriber's own estimator sees the higher arrival rate. A probe that did not
+raise the estimate doubles the wait before the next (up to `PROBE_BACKOFF_MAX_NS`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,23 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from sfu.media.bwe import BandwidthEstimator
+from sfu.media.probe import BANDWIDTH_TOTALS, SLICE_S, SPREAD, Prober, probe_carrier
 
 if TYPE_CHECKING:
-    from sfu.media.forwarder import Forwarder
+    from sfu.media.forwarder import Forwarder, RtpSink
 
 UPGRADE_HEADROOM: Final = 1.25
-PROBE_INTERVAL_NS: Final = 8_000_000_000
-PROBE_HOLD_NS: Final = 3_000_000_000  # the estimate needs a few seconds to grow with what arrives
+RESUME_HEADROOM: Final = 1.3
+PAUSE_AFTER: Final = 3  # allocations (seconds) in a row below the lowest layers before video pauses
+PROBE_INTERVAL_NS: Final = 2_000_000_000
+DECREASE_HOLD_NS: Final = 5_000_000_000  # after going down, let queues drain and repairs finish first
+LOSS_QUIET: Final = 0.02  # no probe while the link loses more than this
+PROBE_BACKOFF_MAX_NS: Final = 4_000_000_000
+PROBE_DURATION_NS: Final = 500_000_000  # transport-cc: outlasts a shaper's burst, costs little
+PROBE_DURATION_REMB_NS: Final = 2_000_000_000  # the subscriber's estimator grows ~8%/s: give it time
+PROBE_SETTLE_NS: Final = 400_000_000  # feedback for the probe's last packets arrives after it
+AUDIO_DEFAULT_BPS: Final = 40_000
+UNKNOWN_LAYER_RATIO: Final = 3  # a layer never measured: 3x the one below (q/h/f are 1/4, 1/2, 1 in size)
 
 
 def choose_layers(budget_bps: int, demands: Sequence[tuple[Sequence[int | None], int, int]]) -> list[int]:
@@ -56,49 +70,240 @@ def choose_layers(budget_bps: int, demands: Sequence[tuple[Sequence[int | None],
     return chosen
 
 
-class StreamAllocator:
-    """One per subscriber transport: its REMB estimate and the layer caps it sets on its forwarders."""
+def choose_paused(budget_bps: int, lowest: Sequence[int], paused: Sequence[bool]) -> list[bool]:
+    """Per video feed (its lowest layer's bitrate, paused now), whether to pause it: keep feeds in order
+    while their lowest layers fit; a paused feed comes back only with `RESUME_HEADROOM` of room."""
+    out: list[bool] = []
+    used = 0
+    full = False
+    for bps, was_paused in zip(lowest, paused, strict=True):
+        need = int(bps * RESUME_HEADROOM) if was_paused else bps
+        if full or used + need > budget_bps:
+            full = True  # later feeds never jump the queue of an earlier paused one
+            out.append(True)
+            continue
+        used += bps
+        out.append(False)
+    return out
 
-    __slots__ = ("_probe_until_ns", "_probed", "_steady_since_ns", "allocations", "bwe", "probes")
+
+def _bandwidth_cap(layer: int, max_layer: int, bitrates: Sequence[int | None], spare: int) -> int:
+    """The cap to give the forwarder: `layer`, or above it when the preference (`max_layer`), not the
+    budget, stopped it there, as far as the spare budget would carry it, so a later `set_quality` going
+    up switches at once instead of waiting for the next allocation."""
+    if layer < max_layer:
+        return layer
+    cap = layer
+    for above in range(layer + 1, len(bitrates)):
+        bps = bitrates[above]
+        if bps is None or int((bps - (bitrates[layer] or 0)) * UPGRADE_HEADROOM) > spare:
+            break
+        cap = above
+    return cap
+
+
+def _lowest_bps(f: Forwarder) -> int:
+    mask = f.receiver.active_mask if f.selector.simulcast else 1
+    for r in f.layers:
+        if (mask >> r.layer & 1 or not f.selector.simulcast) and r.bitrate_bps:
+            return int(r.bitrate_bps)
+    return 0
+
+
+class StreamAllocator:
+    """One per subscriber transport: its estimate, the layer caps and pauses it sets, its probes."""
+
+    __slots__ = (
+        "_audio_sample",
+        "_backoff_ns",
+        "_layer_bps",
+        "_next_probe_ns",
+        "_pause_votes",
+        "_probe_before_bps",
+        "_probe_packets_before",
+        "_settle_until_ns",
+        "allocations",
+        "bwe",
+        "pauses",
+        "probe_successes",
+        "prober",
+        "probes",
+    )
 
     def __init__(self) -> None:
         self.bwe = BandwidthEstimator()
+        self.prober = Prober()
         self.allocations = 0
         self.probes = 0
-        self._steady_since_ns = 0
-        self._probed: Forwarder | None = None
-        self._probe_until_ns = 0
+        self.probe_successes = 0
+        self.pauses = 0
+        self._backoff_ns = PROBE_INTERVAL_NS
+        self._next_probe_ns = 0
+        self._settle_until_ns = 0
+        self._probe_before_bps = 0
+        self._probe_packets_before = 0
+        self._pause_votes = 0
+        self._audio_sample = (0, 0)  # (audio octets sent, when)
+        self._layer_bps: dict[int, int] = {}  # id(layer receiver) -> last bitrate measured while it arrived
+
+    @property
+    def probing(self) -> bool:
+        return self.prober.sending or self._settle_until_ns > 0
 
     def allocate(self, forwarders: Sequence[Forwarder], now_ns: int) -> None:
         budget = self.bwe.estimate_bps(now_ns // 1_000_000)
-        simulcast = [f for f in forwarders if f.selector.simulcast and not f.paused]
-        if not simulcast:
+        video = [f for f in forwarders if f.video and not f.user_paused]
+        if not video:
             return
-        if budget <= 0:
-            for f in simulcast:
-                f.set_bandwidth_layer(f.selector.layer_count - 1, now_ns)
+        if budget <= 0:  # no estimate yet: nothing is capped
+            for f in video:
+                f.set_bandwidth_paused(False)
+                if f.selector.simulcast:
+                    f.set_bandwidth_layer(f.selector.layer_count - 1, now_ns)
             return
-        demands = []
+        self.allocations += 1
+        audio_bps = self._audio_bps([f for f in forwarders if not f.video], now_ns)
+        video_budget = budget - audio_bps
+        known = [f for f in video if _lowest_bps(f)]
+        decreased = self._apply_pauses(known, video_budget)
+        simulcast = [f for f in video if f.selector.simulcast and not f.paused]
+        demands = self._demands(simulcast)
+        plain_bps = sum(_lowest_bps(f) for f in video if not f.selector.simulcast and not f.paused)
+        media_bps = audio_bps + plain_bps
+        upgrade_bps = 0  # the smallest step up a capped feed could take
+        layers = choose_layers(video_budget - plain_bps, demands)
+        chosen_bps = [(d[0][k] or 0) if k >= 0 else 0 for k, d in zip(layers, demands, strict=True)]
+        spare = video_budget - plain_bps - sum(chosen_bps)
+        for f, layer, (bitrates, max_layer, _now) in zip(simulcast, layers, demands, strict=True):
+            if layer < 0:
+                continue
+            decreased |= layer < f.selector.bandwidth_layer
+            f.set_bandwidth_layer(_bandwidth_cap(layer, max_layer, bitrates, spare), now_ns)
+            media_bps += bitrates[layer] or 0
+            above = [bps for bps in bitrates[layer + 1 : max_layer + 1] if bps is not None]
+            if above:
+                step = above[0] - (bitrates[layer] or 0)
+                upgrade_bps = min(upgrade_bps, step) if upgrade_bps else step
+        if decreased:
+            self._next_probe_ns = now_ns + DECREASE_HOLD_NS
+            return
+        if self.probing or now_ns < self._next_probe_ns or self.bwe.loss_fraction > LOSS_QUIET:
+            return
+        paused = [f for f in known if f.bandwidth_paused]
+        if paused:
+            target = media_bps + int(_lowest_bps(paused[0]) * RESUME_HEADROOM)
+        elif upgrade_bps:
+            target = media_bps + int(upgrade_bps * UPGRADE_HEADROOM)
+        else:
+            return
+        # at least 1.5x the estimate (libwebrtc probes at 2x): a probe that only just reaches the next
+        # step proves less than it after the 5% margin and the slices the event loop delays
+        self._start_probe(forwarders, max(target, budget * 3 // 2), media_bps, now_ns)
+
+    def _audio_bps(self, audio: list[Forwarder], now_ns: int) -> int:
+        """What the audio forwarders sent since the last allocation (their octets), or a default."""
+        total = sum(f.octets for f in audio)
+        last_octets, last_ns = self._audio_sample
+        self._audio_sample = (total, now_ns)
+        if not audio or not last_ns or now_ns <= last_ns or total < last_octets:
+            return AUDIO_DEFAULT_BPS * len(audio)
+        return (total - last_octets) * 8_000_000_000 // (now_ns - last_ns)
+
+    def _apply_pauses(self, known: list[Forwarder], video_budget: int) -> bool:
+        """Pauses/resumes video feeds by their lowest layers; True if one was paused. A pause needs
+        `PAUSE_AFTER` allocations in a row that say so: one overuse cuts the estimate to 85% of what
+        was acked, below the lowest layer that was going through fine."""
+        pauses = choose_paused(
+            video_budget, [_lowest_bps(f) for f in known], [f.bandwidth_paused for f in known]
+        )
+        wanted = any(pause and not f.bandwidth_paused for f, pause in zip(known, pauses, strict=True))
+        self._pause_votes = self._pause_votes + 1 if wanted else 0
+        paused_one = False
+        for f, pause in zip(known, pauses, strict=True):
+            if pause and not f.bandwidth_paused and self._pause_votes < PAUSE_AFTER:
+                continue
+            if f.set_bandwidth_paused(pause) and pause:
+                self.pauses += 1
+                BANDWIDTH_TOTALS.bandwidth_pauses += 1
+                paused_one = True
+        if paused_one:
+            self._pause_votes = 0
+        return paused_one
+
+    def _demands(self, simulcast: list[Forwarder]) -> list[tuple[list[int | None], int, int]]:
+        """Per feed: bitrate per layer (a layer dynacast stopped at the publisher: the last one measured
+        while it arrived, or 3x the layer below if never), max layer, current layer. Raising the cap to
+        such a layer makes it wanted again, so the publisher resumes it and it gets measured."""
+        remembered: dict[int, int] = {}
+        demands: list[tuple[list[int | None], int, int]] = []
         for f in simulcast:
             mask = f.receiver.active_mask
-            bitrates = [r.bitrate_bps if mask >> r.layer & 1 and r.bitrate_bps else None for r in f.layers]
+            bitrates: list[int | None] = []
+            for r in f.layers:
+                bps = (
+                    int(r.bitrate_bps)
+                    if mask >> r.layer & 1 and r.bitrate_bps
+                    else self._layer_bps.get(id(r))
+                )
+                bitrates.append(bps)
+                if bps is not None:
+                    remembered[id(r)] = bps
+            for k in range(1, len(bitrates)):  # never measured (dynacast stopped it at once): guess
+                if bitrates[k] is None and bitrates[k - 1] is not None:
+                    bitrates[k] = (bitrates[k - 1] or 0) * UNKNOWN_LAYER_RATIO
             demands.append((bitrates, f.selector.max_layer, f.selector.current_layer))
-        self.allocations += 1
-        if not self._steady_since_ns:
-            self._steady_since_ns = now_ns
-        capped: list[Forwarder] = []
-        for f, layer in zip(simulcast, choose_layers(budget, demands), strict=True):
-            if layer < 0 or (f is self._probed and now_ns < self._probe_until_ns):
-                continue
-            if layer < f.selector.bandwidth_layer:
-                self._steady_since_ns = now_ns
-            f.set_bandwidth_layer(layer, now_ns)
-            if layer < f.selector.max_layer:
-                capped.append(f)
-        if capped and now_ns - self._steady_since_ns >= PROBE_INTERVAL_NS:
-            probe = capped[self.probes % len(capped)]
-            self.probes += 1
-            self._steady_since_ns = now_ns
-            self._probed = probe
-            self._probe_until_ns = now_ns + PROBE_HOLD_NS
-            probe.set_bandwidth_layer(probe.selector.bandwidth_layer + 1, now_ns)
+        self._layer_bps = remembered
+        return demands
+
+    def _start_probe(self, forwarders: Sequence[Forwarder], target: int, media_bps: int, now_ns: int) -> None:
+        if probe_carrier(forwarders) is None:
+            self._next_probe_ns = now_ns + PROBE_BACKOFF_MAX_NS
+            return
+        self.probes += 1
+        BANDWIDTH_TOTALS.probes += 1
+        self._probe_before_bps = self.bwe.estimate_bps(now_ns // 1_000_000)
+        self._probe_packets_before = self.prober.packets_sent
+        gcc = self.bwe.gcc
+        duration = PROBE_DURATION_NS if gcc is not None else PROBE_DURATION_REMB_NS
+        self.prober.start(target, media_bps, now_ns, duration)
+
+    def tick(self, forwarders: Sequence[Forwarder], sink: RtpSink, now_ns: int) -> None:
+        """Every RTCP timer period: the probe's padding, then its result once its feedback is in."""
+        gcc = self.bwe.gcc
+        if self.prober.sending:
+            if gcc is not None and self.prober.packets_sent == self._probe_packets_before:
+                gcc.probe_started(now_ns // 1000)  # measured from its first padding burst on
+            if gcc is not None and gcc.probe_failed:
+                self.prober.sending = False  # overuse or loss already: stop adding to the queue
+            else:
+                self.prober.tick(probe_carrier(forwarders), sink, now_ns)
+            if not self.prober.sending:
+                self._settle_until_ns = now_ns + PROBE_SETTLE_NS
+                if gcc is not None:
+                    gcc.probe_sent(now_ns // 1000 + int(SLICE_S * SPREAD * 1_000_000))  # paced slices
+            return
+        if not self._settle_until_ns or now_ns < self._settle_until_ns:
+            return
+        self._settle_until_ns = 0
+        if gcc is not None:
+            gcc.probe_finished()
+        after = self.bwe.estimate_bps(now_ns // 1_000_000)
+        if after > self._probe_before_bps * 1.05:
+            self.probe_successes += 1
+            BANDWIDTH_TOTALS.probe_successes += 1
+            self._backoff_ns = PROBE_INTERVAL_NS
+            self._next_probe_ns = now_ns  # the next allocate may upgrade, then probe further
+        else:
+            self._backoff_ns = min(self._backoff_ns * 2, PROBE_BACKOFF_MAX_NS)
+            self._next_probe_ns = now_ns + self._backoff_ns
+        self.allocate(forwarders, now_ns)
+
+    def stats(self, now_ns: int) -> dict[str, object]:
+        return {
+            **self.bwe.stats(now_ns // 1_000_000),
+            "allocations": self.allocations,
+            "probes": self.probes,
+            "probe_successes": self.probe_successes,
+            "probe_bytes": self.prober.bytes_sent,
+            "pauses": self.pauses,
+        }

@@ -33,19 +33,30 @@ import ipaddress
 import logging
 import random
 import socket
+import struct
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 import aioice.turn
 import pylibsrtp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
 from aiortc.codecs import CODECS
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import candidate_from_sdp
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
+
+from sfu.media.twcc import SendHistory, abs_send_time, stamp
 
 log = logging.getLogger("sfu.media.bridge")
 
@@ -87,6 +98,9 @@ def ice_hosts_scope(hosts: Sequence[str]) -> Iterator[None]:
         _ICE_HOSTS.reset(token)
 
 
+DEFAULT_UDP_BUFFER_BYTES = 2 * 1024 * 1024  # per ICE socket, each direction; Linux clamps to [rw]mem_max
+
+
 @dataclass(frozen=True, slots=True)
 class IceNetwork:
     """Where host candidates bind and which address they announce (docs/deployment.md).
@@ -99,6 +113,7 @@ class IceNetwork:
 
     port_range: tuple[int, int] | None = None
     announced: tuple[tuple[str, str], ...] = ()
+    udp_buffer_bytes: int = DEFAULT_UDP_BUFFER_BYTES  # SO_RCVBUF/SO_SNDBUF per ICE socket (set_udp_buffers)
 
     def announce(self, host: str) -> str:
         """The address to put in the candidate for a socket bound to `host`."""
@@ -212,8 +227,48 @@ def _refuse(packet: bytes | bytearray) -> bytes | None:
     return None
 
 
+# Codecs the server forwards but aiortc 1.16 cannot encode or decode: registered for negotiation only
+# (our packet path copies their RTP, aiortc's coders never start). Chrome offers VP9 profile-id 0 and 2.
+FORWARD_ONLY_VIDEO_CODECS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("video/VP9", {"profile-id": "0"}),
+    ("video/VP9", {"profile-id": "2"}),
+)
+
+
+def install_forward_only_codecs() -> None:
+    """Appends `FORWARD_ONLY_VIDEO_CODECS` (+ RTX) to aiortc's codec table once per process.
+
+    NOTE: aiortc 1.16 reads the module-level `aiortc.codecs.CODECS` when it builds offers and answers
+    (`createOffer`, `setRemoteDescription`) and capabilities; VP9 is matched by mime type and clock rate
+    only (`is_codec_compatible`), so the publisher answer copies the offer's profile-id (sdp.py). The
+    entries go last: an offer listing VP8 first still gets VP8. Payload types continue aiortc's range.
+    """
+    video = CODECS["video"]
+    if any(c.mimeType.lower() == "video/vp9" for c in video):
+        return
+    template = next(c for c in video if c.mimeType.lower() == "video/vp8")
+    pt = max(c.payloadType or 0 for c in video) + 1
+    for mime, parameters in FORWARD_ONLY_VIDEO_CODECS:
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType=mime,
+                clockRate=90000,
+                payloadType=pt,
+                rtcpFeedback=list(template.rtcpFeedback),
+                parameters=dict(parameters),
+            )
+        )
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType="video/rtx", clockRate=90000, payloadType=pt + 1, parameters={"apt": pt}
+            )
+        )
+        pt += 2
+
+
 def new_peer_connection() -> RTCPeerConnection:
     """No STUN server (aiortc would add Google's), one transport for everything (max-bundle)."""
+    install_forward_only_codecs()
     return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
@@ -355,8 +410,17 @@ def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> int:
     return hooked
 
 
+_monotonic_ns = time.monotonic_ns
+
+
 class SrtpSink:
-    """Sends RTP/RTCP on a DTLS transport: SRTP protect + `sendto` on the nominated pair, synchronous."""
+    """Sends RTP/RTCP on a DTLS transport: SRTP protect + `sendto` on the nominated pair, synchronous.
+
+    Congestion control (a subscriber's sink, once its answer negotiated them): every RTP packet, media,
+    retransmission or padding, gets the server's abs-send-time and/or the next transport-wide seq
+    (`twcc.stamp`) right before SRTP protect, and `history` keeps its send time and size for the
+    feedback (`set_congestion_control`).
+    """
 
     __slots__ = (
         "_addr",
@@ -364,9 +428,13 @@ class SrtpSink:
         "_protect",
         "_protect_rtcp",
         "_sendto",
+        "abs_id",
         "connected",
+        "history",
         "on_connected",
         "send_failures",
+        "stamping",
+        "twcc_id",
     )
 
     def __init__(self, on_connected: Callable[[], None] | None = None) -> None:
@@ -378,6 +446,16 @@ class SrtpSink:
         self.connected = False
         self.on_connected = on_connected
         self.send_failures = 0
+        self.abs_id = 0
+        self.twcc_id = 0
+        self.stamping = False
+        self.history = SendHistory()
+
+    def set_congestion_control(self, abs_id: int, twcc_id: int) -> None:
+        """Extension ids the subscriber's answer accepted (0 = not negotiated)."""
+        self.abs_id = abs_id
+        self.twcc_id = twcc_id
+        self.stamping = bool(abs_id or twcc_id)
 
     def attach(self, dtls: Any) -> None:
         """Follows `dtls` state: binds when DTLS is connected (SRTP keys exist), unbinds when it ends."""
@@ -419,6 +497,11 @@ class SrtpSink:
     def send_rtp(self, packet: bytearray) -> bool:
         if not self.connected:
             return False
+        if self.stamping:
+            now_ns = _monotonic_ns()
+            history = self.history
+            stamp(packet, self.abs_id, abs_send_time(now_ns), self.twcc_id, history.next_seq & 0xFFFF)
+            history.record(len(packet), now_ns // 1000)
         data = self._protect(packet)
         if data is None:
             self.send_failures += 1
@@ -437,14 +520,8 @@ class SrtpSink:
         return True
 
 
-def add_sendonly_transceiver(
-    pc: RTCPeerConnection, kind: str, codec: str, fmtp: str
-) -> tuple[Any, int, int, int]:
-    """(transceiver, SSRC, payload type, RTX SSRC) for a subscriber m-section with the feed's codec only
-    (+ RFC 4588 RTX for video, which the answer may decline).
-
-    The payload type is aiortc's fixed one for that codec, so every subscriber gets the same PTs.
-    """
+def _subscriber_codec(kind: str, codec: str, fmtp: str) -> RTCRtpCodecParameters:
+    """aiortc's codec entry for a feed's codec: the H.264 profile or VP9 profile-id its fmtp names."""
     params = _fmtp_dict(fmtp)
     candidates = [c for c in CODECS[kind] if c.mimeType.lower() == codec.lower()]
     if not candidates:
@@ -453,6 +530,29 @@ def add_sendonly_transceiver(
     if codec.lower() == "video/h264":
         want = str(params.get("profile-level-id", "42e01f")).lower()
         chosen = next((c for c in candidates if str(c.parameters.get("profile-level-id")) == want), chosen)
+    elif codec.lower() == "video/vp9":
+        want = str(params.get("profile-id", "0"))
+        chosen = next((c for c in candidates if str(c.parameters.get("profile-id")) == want), chosen)
+    return chosen
+
+
+def subscriber_payload_type(kind: str, codec: str, fmtp: str) -> int:
+    """The payload type subscribers get for this codec (what `add_sendonly_transceiver` returns)."""
+    install_forward_only_codecs()
+    pt = _subscriber_codec(kind, codec, fmtp).payloadType
+    assert pt is not None
+    return pt
+
+
+def add_sendonly_transceiver(
+    pc: RTCPeerConnection, kind: str, codec: str, fmtp: str
+) -> tuple[Any, int, int, int]:
+    """(transceiver, SSRC, payload type, RTX SSRC) for a subscriber m-section with the feed's codec only
+    (+ RFC 4588 RTX for video, which the answer may decline).
+
+    The payload type is aiortc's fixed one for that codec, so every subscriber gets the same PTs.
+    """
+    chosen = _subscriber_codec(kind, codec, fmtp)
     capability = next(
         c
         for c in RTCRtpSender.getCapabilities(kind).codecs
@@ -473,6 +573,24 @@ def add_sendonly_transceiver(
 
 def set_direction(transceiver: RTCRtpTransceiver, direction: str) -> None:
     transceiver.direction = direction
+
+
+def renew_sender_ssrcs(transceiver: RTCRtpTransceiver) -> tuple[int, int]:
+    """New (SSRC, RTX SSRC) for a reused subscriber m-section: the next offer announces them.
+
+    NOTE: aiortc 1.16 writes `a=ssrc`/`a=ssrc-group:FID` from `sender._ssrc` / `sender._rtx_ssrc` at each
+    `createOffer` (the sender itself never starts here, so nothing else holds the old values).
+    """
+    sender = transceiver.sender
+    old = {sender._ssrc, sender._rtx_ssrc}
+    ssrc = rtx_ssrc = 0
+    while ssrc in old or ssrc == 0:
+        ssrc = random.getrandbits(32)
+    while rtx_ssrc in old or rtx_ssrc in (0, ssrc):
+        rtx_ssrc = random.getrandbits(32)
+    sender._ssrc = ssrc
+    sender._rtx_ssrc = rtx_ssrc
+    return ssrc, rtx_ssrc
 
 
 def transceiver_mid(transceiver: RTCRtpTransceiver) -> str | None:
@@ -507,3 +625,68 @@ def decoder_threads_running() -> list[str]:
     import threading
 
     return [t.name for t in threading.enumerate() if t.name.endswith("-decoder")]
+
+
+# --- UDP socket buffers and STUN parse hardening (loadtest issue 9) -------------------------------------
+
+
+def set_udp_buffers(dtls: Any, size_bytes: int) -> tuple[int, int]:
+    """SO_SNDBUF on every UDP socket of `dtls`'s ICE connection; the (receive, send) sizes the kernel
+    reports for the first one ((0, 0) if there is none).
+
+    Only the send side: a fan-out burst (one packet in, N out) must not hit EAGAIN. The receive side stays
+    at aioice's size on purpose: a deeper receive queue on a saturated server turns overload into seconds
+    of latency instead of early drops, and SCTP then stops throttling a data-channel sender (measured with
+    `loadtest.bench_datachannels`: with a 2 MiB SO_RCVBUF the reliable relay overflowed and reset).
+
+    NOTE: aioice 0.13.0 keeps one `StunProtocol` per local candidate in `Connection._protocols`, each with
+    its datagram transport; aioice itself sets SO_RCVBUF to `aioice.turn.UDP_SOCKET_BUFFER_SIZE` (256 KiB).
+    Linux caps a request at `net.core.rmem_max` / `wmem_max` and reports double the granted size
+    (socket(7)), so the returned values show what a host's sysctls allow.
+    """
+    effective = (0, 0)
+    for protocol in dtls.transport._connection._protocols:
+        transport = getattr(protocol, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size_bytes)
+            got = (
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            )
+        except OSError as exc:
+            log.warning("cannot size UDP socket buffers: %s", exc)
+            continue
+        if effective == (0, 0):
+            effective = got
+    return effective
+
+
+_original_parse_message: Callable[[bytes], Any] | None = None
+
+
+def _parse_stun(data: bytes) -> Any:
+    """aioice's `stun.parse_message` that raises only ValueError (what its callers catch).
+
+    RFC 7983: a STUN message starts with a byte 0-3, so SRTP/DTLS datagrams are refused before any parse.
+    NOTE: aioice 0.13.0 reads attributes with `struct.unpack` on slices it does not length-check, so a
+    datagram whose header happens to look like STUN (an RTP packet whose sequence number equals its length
+    minus 20) raises `struct.error`, which `StunProtocol.datagram_received` does not catch.
+    """
+    assert _original_parse_message is not None
+    if not data or data[0] > 3:
+        raise ValueError("not a STUN message (RFC 7983)")
+    try:
+        return _original_parse_message(data)
+    except (struct.error, UnicodeDecodeError, IndexError) as exc:
+        raise ValueError(f"malformed STUN message: {exc}") from None
+
+
+def install_stun_parse_guard() -> None:
+    """Wraps `aioice.stun.parse_message` once per process (aioice's ICE and TURN look it up per call)."""
+    global _original_parse_message
+    if _original_parse_message is None:
+        _original_parse_message = aioice.stun.parse_message
+        aioice.stun.parse_message = _parse_stun

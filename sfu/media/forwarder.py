@@ -8,6 +8,7 @@ which one is current, and a switch happens on a key frame of the target layer on
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -26,6 +27,8 @@ _BEFORE_START = DropReason.BEFORE_START
 _NOT_CONNECTED = DropReason.NOT_CONNECTED
 
 log = logging.getLogger("sfu.media.forwarder")
+_monotonic_ns = time.monotonic_ns
+RETRANSMIT_GAP_NS = 150_000_000  # a seq is retransmitted at most once per this (NACKs repeat per RTT)
 
 LayerChanged = Callable[["Forwarder", str, str], None]  # (forwarder, rid, reason)
 
@@ -49,7 +52,9 @@ class Forwarder(Munger):
     layered: ClassVar[bool] = True  # receives every simulcast layer, with its index
 
     __slots__ = (
+        "_retransmitted_ns",
         "announced_layer",
+        "bandwidth_paused",
         "drops",
         "kind",
         "layer_receiver",
@@ -63,6 +68,7 @@ class Forwarder(Munger):
         "paused",
         "payload_type",
         "plis_in",
+        "prev_epoch",
         "receiver",
         "retransmissions",
         "rtx_payload_type",
@@ -71,6 +77,7 @@ class Forwarder(Munger):
         "selector",
         "send",
         "sink",
+        "user_paused",
         "video",
     )
 
@@ -96,7 +103,9 @@ class Forwarder(Munger):
         self.rtx_payload_type = -1  # >= 0 once the subscriber's answer accepted RTX (RFC 4588)
         self.rtx_ssrc = 0
         self.rtx_seq = initial_seq ^ 0x5A5A
-        self.paused = False
+        self.paused = False  # user_paused or bandwidth_paused: the one flag the packet path reads
+        self.user_paused = False  # set_quality {paused}
+        self.bandwidth_paused = False  # the allocator: not even the lowest layer fits the estimate
         self.drops = new_drops()
         self.packets = 0
         self.octets = 0
@@ -107,6 +116,10 @@ class Forwarder(Munger):
         self.layer_receiver = receiver  # the layer forwarded now: its ring answers NACKs, its SR maps ts
         self.selector = SimulcastSelector(len(self.layers))
         self.layer_switches = 0
+        # the layer before the last switch: (its receiver, seq offset, ts offset, first out seq, last out
+        # seq), so a NACK for a packet lost just before the switch is still answered from its ring
+        self.prev_epoch: tuple[Receiver, int, int, int, int] | None = None
+        self._retransmitted_ns: dict[int, int] = {}  # out seq -> when it was last retransmitted
         self.announced_layer = -1
         self.on_layer_changed: LayerChanged | None = None
         if self.selector.simulcast:
@@ -162,14 +175,25 @@ class Forwarder(Munger):
         self.nacks_in += 1
         sent = 0
         ring = self.layer_receiver.ring
+        now_ns = _monotonic_ns()
+        recent = self._retransmitted_ns
+        if len(recent) > 2048:
+            recent.clear()
         for out_seq in out_seqs:
+            if now_ns - recent.get(out_seq, -RETRANSMIT_GAP_NS) < RETRANSMIT_GAP_NS:
+                continue  # repeated NACKs within about an RTT: the first answer may still be on its way
+            recent[out_seq] = now_ns
             seq = self.feed_seq(out_seq)
-            data = ring.get(seq) if seq >= 0 else None
+            ts_off = self.ts_off
+            if seq >= 0:
+                data = ring.get(seq)
+            else:
+                data, ts_off = self._previous_layer_packet(out_seq)
             if data is None:
                 self.drops[DropReason.NACK_MISS] += 1
                 continue
             b0, b1, _seq, ts, _ssrc = HEADER.unpack_from(data)
-            out_ts = (ts + self.ts_off) & TS_MASK
+            out_ts = (ts + ts_off) & TS_MASK
             if self.rtx_payload_type >= 0:
                 # RFC 4588 section 4: the original seq (ours) leads the payload; padding is dropped
                 start, end, _profile, _ext_end = payload_bounds(data, b0)
@@ -187,6 +211,17 @@ class Forwarder(Munger):
         self.retransmissions += sent
         return sent
 
+    def _previous_layer_packet(self, out_seq: int) -> tuple[bytes | None, int]:
+        """(A NACKed packet from before the last layer switch, its epoch's ts offset), or (None, 0)."""
+        prev = self.prev_epoch
+        if prev is None:
+            return None, 0
+        receiver, seq_off, ts_off, first_out, last_out = prev
+        if (out_seq - first_out) & SEQ_MASK > (last_out - first_out) & SEQ_MASK:
+            return None, 0
+        data: bytes | None = receiver.ring.get((out_seq - seq_off) & SEQ_MASK)
+        return data, ts_off
+
     def on_key_frame_request(self, now_ns: int) -> None:
         """A subscriber's PLI or FIR (RFC 4585 6.3.1, RFC 5104 4.3.1): the receiver coalesces them."""
         self.plis_in += 1
@@ -194,6 +229,19 @@ class Forwarder(Munger):
 
     def set_paused(self, paused: bool) -> None:
         """Pause (stop sending, keep state) or resume on the next key frame, without seq/ts jumps."""
+        self.user_paused = paused
+        self._apply_pause()
+
+    def set_bandwidth_paused(self, paused: bool) -> bool:
+        """The allocator's pause (video that does not fit even at its lowest layer); True if it changed."""
+        if paused == self.bandwidth_paused:
+            return False
+        self.bandwidth_paused = paused
+        self._apply_pause()
+        return True
+
+    def _apply_pause(self) -> None:
+        paused = self.user_paused or self.bandwidth_paused
         if paused == self.paused:
             return
         self.paused = paused
@@ -204,6 +252,9 @@ class Forwarder(Munger):
 
     def _switch_layer(self, layer: int, seq: int, ts: int, now_ns: int) -> None:
         """A key frame of the target layer: continue seq/ts from our last packet (RFC 3550 5.1, 8.2)."""
+        if self.started:
+            first_out = (self.start_seq + self.seq_off) & SEQ_MASK
+            self.prev_epoch = (self.layer_receiver, self.seq_off, self.ts_off, first_out, self.last_seq_out)
         self.resync(seq, ts, now_ns)
         self.selector.switched(layer)
         self.layer_receiver = self.layers[layer]
@@ -226,9 +277,12 @@ class Forwarder(Munger):
 
     def set_bandwidth_layer(self, layer: int, now_ns: int) -> None:
         """The allocator's cap: the highest layer this subscriber's bandwidth estimate fits."""
+        before = self.selector.bandwidth_layer
         if self.selector.set_bandwidth_layer(layer):
             self._request_target(now_ns)
             self.receiver.update_wanted_layers()
+        elif self.selector.bandwidth_layer != before:
+            self.receiver.update_wanted_layers()  # dynacast: a layer not arriving yet becomes wanted
 
     def on_layers_available(self, mask: int, now_ns: int) -> None:
         """The feed's arriving layers changed (one stopped or started): fall back or go up."""

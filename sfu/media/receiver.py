@@ -3,15 +3,18 @@
 Simulcast (RFC 8853): a feed's head receiver is its layer 0 and holds every layer's receiver in
 `layers` (each its own SSRC, seq space, ring, NACK and key frame state). All layers fan out to the head's
 forwarders; layers above 0 pass their index and reach only layer-aware consumers (`Forwarder.layered`),
-so other consumers (the recorder) keep seeing one stream: layer 0.
+so a consumer that is not layer-aware keeps seeing one stream: layer 0 (the recorder is a Forwarder
+and layered, recording the top layer).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from sfu.media.counters import DropReason, new_drops
+from sfu.media.histogram import ARRIVAL_TO_SEND, SAMPLE_MASK
 from sfu.media.keyframes import KeyFrameRequester
 from sfu.media.retransmit import RetransmitBuffer
 from sfu.media.rtcp import build_nack
@@ -36,6 +39,8 @@ _BAD_VERSION = DropReason.BAD_VERSION
 _UNKNOWN_PT = DropReason.UNKNOWN_PAYLOAD_TYPE
 _DUPLICATE = DropReason.DUPLICATE
 _MUTED = DropReason.MUTED
+_monotonic_ns = time.monotonic_ns
+_observe_arrival_to_send = ARRIVAL_TO_SEND.observe_ns
 
 
 class ReceiverListener(Protocol):
@@ -235,6 +240,8 @@ class Receiver:
         else:
             for forwarder in self.forwarders:
                 forwarder.forward(data, seq, ts, key_frame, now_ns)
+        if not self.packets & SAMPLE_MASK:  # 1 in 64 per receiver: arrival -> after the last sendto
+            _observe_arrival_to_send(_monotonic_ns() - now_ns)
 
     def _on_gap(self, seq: int, delta: int) -> None:
         """Remembers the sequence numbers skipped before `seq` so the next RTCP flush NACKs them."""
@@ -362,7 +369,7 @@ class Receiver:
         """Head: recomputes which layers some consumer wants (dynacast); tells `on_layers_wanted`.
 
         A forwarder wants `wanted_layers_mask` (including its cap, not only what arrives: a paused layer
-        must be asked for); consumers that are not layer-aware (the recorder) want layer 0.
+        must be asked for); consumers that are not layer-aware want layer 0.
         """
         if len(self.layers) < 2:
             return

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sfu.media.rtp import ROUTER_EXTENSION_IDS, SUBSCRIBER_EXTENSIONS
+from sfu.media.rtp import ROUTER_EXTENSION_IDS, SUBSCRIBER_EXTENSIONS, URI_ABS_SEND_TIME
+from sfu.media.twcc import TRANSPORT_CC_ID, URI_TRANSPORT_CC
 
 START_BITRATE_KBPS = 1500
 MAX_LAYERS = 3  # PROTOCOL.md: up to three rids per video m-section
@@ -179,6 +180,8 @@ def munge_publisher_answer(answer: str, offer: str) -> tuple[str, dict[str, Medi
             [] if source is None else [(i, u) for u, i in source.extmap.items() if u in ROUTER_EXTENSION_IDS]
         )
         lines = _set_extmaps(lines, sorted(ext))
+        if source is not None and section.rtpmap.get(pt, ("", 0))[0].lower() == "video/vp9":
+            lines = _mirror_vp9_profile(lines, pt, source.fmtp.get(pt, ""))
         if section.kind == "video":
             lines = _add_fmtp(lines, pt, f"x-google-start-bitrate={START_BITRATE_KBPS}")
         rids = _simulcast_rids(source)
@@ -193,6 +196,17 @@ def munge_publisher_answer(answer: str, offer: str) -> tuple[str, dict[str, Medi
             kept.rid_params = {rid: source.rid_params.get(rid, {}) for rid in rids}
             media[kept.mid] = kept
     return join(session, sections), media
+
+
+def _mirror_vp9_profile(lines: list[str], pt: int, offered_fmtp: str) -> list[str]:
+    """The answer's VP9 fmtp says the profile-id the publisher offered for `pt` (RFC 9628 section 6).
+
+    aiortc matches VP9 by name only, so its answer may carry another profile's parameters; we never
+    decode, so the publisher's own profile is the one to accept (absent means profile 0).
+    """
+    profile = _fmtp_params(offered_fmtp).get("profile-id", "0")
+    out = [line for line in lines if not line.startswith(f"a=fmtp:{pt} ")]
+    return _add_fmtp(out, pt, f"profile-id={profile}")
 
 
 def _simulcast_rids(source: MediaSection | None) -> list[str]:
@@ -228,7 +242,36 @@ def munge_subscriber_offer(offer: str, slots: dict[str, OfferedSlot]) -> str:
         if slot is None:
             continue
         ext = [(ROUTER_EXTENSION_IDS[uri], uri) for uri in SUBSCRIBER_EXTENSIONS[slot.kind]]
-        lines = _set_extmaps(lines, ext)
+        lines = _set_extmaps(lines, [*ext, (TRANSPORT_CC_ID, URI_TRANSPORT_CC)])
+        lines = _add_transport_cc_feedback(lines, section)
         lines = [f"a=msid:{slot.stream_id} {slot.track_id}" if x.startswith("a=msid:") else x for x in lines]
         sections[index] = lines
     return join(session, sections)
+
+
+def _add_transport_cc_feedback(lines: list[str], section: MediaSection) -> list[str]:
+    """`a=rtcp-fb:<pt> transport-cc` per codec (not RTX) after its rtpmap (draft-holmer-rmcat-transport-
+    wide-cc-extensions-01 section 4); the feedback is per transport, so every m-section offers it."""
+    out = [line for line in lines if not line.endswith(" transport-cc")]
+    for pt in section.payload_types:
+        if _is_rtx(section, pt) or pt not in section.rtpmap:
+            continue
+        at = next(i for i, line in enumerate(out) if line.startswith(f"a=rtpmap:{pt} ")) + 1
+        out.insert(at, f"a=rtcp-fb:{pt} transport-cc")
+    return out
+
+
+def congestion_control_ids(answer_sdp: str) -> tuple[int, int]:
+    """(abs-send-time id, transport-cc id) a subscriber's answer accepted, 0 for each one it did not.
+    abs-send-time counts on a video m-section (REMB); transport-cc only with its feedback answered too
+    (`a=rtcp-fb:<pt> transport-cc`)."""
+    abs_id = twcc_id = 0
+    for lines in split(answer_sdp)[1]:
+        section = parse_section(lines)
+        if section.port == 0:
+            continue
+        if section.kind == "video":
+            abs_id = abs_id or section.extmap.get(URI_ABS_SEND_TIME, 0)
+        if any(line.startswith("a=rtcp-fb:") and line.endswith(" transport-cc") for line in lines):
+            twcc_id = twcc_id or section.extmap.get(URI_TRANSPORT_CC, 0)
+    return (abs_id if 0 < abs_id < 15 else 0), (twcc_id if 0 < twcc_id < 15 else 0)

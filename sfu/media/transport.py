@@ -17,6 +17,8 @@ from sfu.media.counters import new_drops
 
 log = logging.getLogger("sfu.media.transport")
 
+_DEFAULT_NETWORK = bridge.IceNetwork()
+_clamp_logged = False
 RTCP_INTERVAL_S = 0.05  # feedback (PLI, NACK) goes out within 50 ms, batched per peer
 REPORT_EVERY_TICKS = 20  # SR/RR/REMB once a second (RFC 3550 6.2 allows 5% of the bandwidth)
 
@@ -30,6 +32,7 @@ class Transport:
         self._ice_hosts = tuple(ice_hosts)
         self.ice_network: bridge.IceNetwork | None = None  # set by the engine: ICE port range, public address
         self._on_closed = on_closed
+        bridge.install_stun_parse_guard()
         self._pc = bridge.new_peer_connection()
         self._pc.on("connectionstatechange", self._on_connection_state)
         self._pc.on("datachannel", self._on_datachannel)
@@ -41,6 +44,7 @@ class Transport:
         self.on_state_change: Callable[[str], None] | None = None
         self.on_data_channel: Callable[[Any], None] | None = None
         self._hooked: list[Any] = []
+        self.udp_buffers = (0, 0)  # (receive, send) bytes the kernel granted our ICE socket (set_udp_buffers)
         self._task: asyncio.Task[None] | None = None
         self._flush_handle: asyncio.Handle | None = None
         self._closed = False
@@ -87,10 +91,26 @@ class Transport:
             if dtls not in self._hooked:
                 bridge.hook_dtls(dtls, self._on_rtp_data, self._on_rtcp_data)
                 self._hooked.append(dtls)
+                self._size_udp_buffers(dtls)
         if transports:
             self.sink.attach(transports[0])
         if self._task is None and not self._closed:
             self._task = asyncio.create_task(self._run_rtcp(), name=f"{type(self).__name__}.rtcp")
+
+    def _size_udp_buffers(self, dtls: Any) -> None:
+        """A bigger send buffer than the kernel default: a fan-out burst must not hit EAGAIN."""
+        size = (self.ice_network or _DEFAULT_NETWORK).udp_buffer_bytes
+        granted = bridge.set_udp_buffers(dtls, size)
+        if granted != (0, 0):
+            self.udp_buffers = granted
+        global _clamp_logged
+        if granted != (0, 0) and granted[1] < 2 * size and not _clamp_logged:
+            _clamp_logged = True  # once per process: every socket gets the same
+            log.warning(
+                "UDP socket send buffer: asked %d bytes, the kernel granted receive %d / send %d (reported "
+                "doubled); raise net.core.wmem_max to allow more",
+                size, *granted,
+            )  # fmt: skip
 
     async def _run_rtcp(self) -> None:
         while True:

@@ -11,9 +11,10 @@ on another machine:
 
     python -m sfu.recording.job --key-id k_.. --secret sk_.. --session demo --out rec/
 
-NOTE: it lives here, not in client_sdk/examples/, because the SDK never imports the server package
-(tests/unit/client_sdk/test_independence.py) and these recording pieces are the server's. The server itself
-never imports this module.
+The SDK's example `client_sdk/examples/record_session.py` is the same job with only the SDK (aiortc's
+depayloaders; a gap drops the frame, no reorder window, no VP9), since the SDK never imports the server
+package (tests/unit/client_sdk/test_independence.py). This one needs the server package installed and
+writes exactly what a server recording would. The server itself never imports this module.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from sfu.recording.depacketize import Frame
 CLUSTER_TIME_LIMIT_MS: Final = 1000
 CLUSTER_SIZE_LIMIT: Final = 1 << 20
 MAX_JUMP_S: Final = 60.0  # a larger timestamp jump is a publisher restart, not a pause
+SAME_INSTANT_MS: Final = 10  # a key frame this close after the previous frame replaces it (layer switch)
 # mime -> (container format, file extension, PyAV stream codec)
 CONTAINERS: Final[dict[str, tuple[str, str, str]]] = {
     "video/vp8": ("webm", "webm", "vp8"),
@@ -75,8 +76,8 @@ class FeedFile:
     Not thread-safe: one thread writes (a recorder's worker, or an SDK recording task's executor).
     """
 
-    __slots__ = ("_container", "_first_ts", "_held", "_last_pts", "_offset", "_on_open", "_stream",
-                 "_time_base", "clock_rate", "codec", "kind", "path", "stats")
+    __slots__ = ("_container", "_first_ts", "_held", "_last_pts", "_min_step", "_offset", "_on_open",
+                 "_same_instant", "_stream", "_time_base", "clock_rate", "codec", "kind", "path", "stats")
 
     def __init__(self, path: Path, codec: str, kind: str, clock_rate: int, stats: FileStats,
                  on_open: Callable[[Frame], None] | None = None) -> None:
@@ -93,6 +94,8 @@ class FeedFile:
         self._offset = 0  # added to (ts - first ts) after a timestamp discontinuity
         self._last_pts = -1
         self._held: tuple[int, Frame] | None = None
+        self._min_step = max(1, clock_rate // 1000)  # one tick of the container's 1 ms time base
+        self._same_instant = clock_rate * SAME_INSTANT_MS // 1000
 
     def write(self, frame: Frame) -> None:
         if self._container is None:
@@ -104,6 +107,14 @@ class FeedFile:
             step = self._held_step()
             self._offset += last + step - pts
             pts = last + step
+        elif self._held is not None and frame.key_frame and pts - last < self._same_instant:
+            # a simulcast switch: the new layer's key frame shows the instant of the old layer's last frame
+            # (the munger moved it a tick on); it takes that frame's place instead of a 1 ms picture
+            self._held = (last, frame)
+            self.stats.drops["superseded"] = self.stats.drops.get("superseded", 0) + 1
+            return
+        elif last >= 0 and pts - last < self._min_step:
+            pts = last + self._min_step  # Matroska counts in ms: every frame gets its own millisecond
         if self._held is not None:
             self._mux(self._held[0], self._held[1], pts - self._held[0])
         self._held = (pts, frame)

@@ -1,10 +1,18 @@
-"""One FeedRecorder per recorded feed: attached to the feed's Receiver like a forwarder, muxing in a thread.
+"""One FeedRecorder per recorded feed: a `Forwarder` whose sink is a file, muxing in a thread.
 
-On the event loop `forward` only appends the packet (an immutable `bytes`, shared, not copied) to a
-bounded deque; when the deque is full the packet is counted and dropped, so a slow disk never slows the
-loop. A worker thread depacketizes (sfu/recording/depacketize.py) and muxes with PyAV as a codec copy: no
-decoder, no encoder, the bytes the publisher sent go into the file (WebM for VP8/VP9/Opus, Matroska for
-H.264).
+The recorder *is* a forwarder (sfu/media/forwarder.py) of the feed, so it follows simulcast exactly as a
+subscriber does: its `SimulcastSelector` targets the highest layer that arrives (no preference, no
+bandwidth cap), it switches only on a key frame of the target, falls back when the publisher check finds
+the top layer gone (LAYER_TIMEOUT_NS + one RTCP tick, under a second) and goes back up on the next key
+frame of the returning layer; the `Munger` re-bases seq and timestamp at each switch, mute and restart
+(continuing the timestamp by the wall-clock time elapsed), so the worker sees one continuous RTP stream.
+Dynacast counts the recorder as a consumer that wants the top layer. A resolution change at a switch is
+legal inside one VP8/VP9/H.264 track: decoders take the new size from the key frame.
+
+On the event loop the sink only appends the forwarder's rewritten packet to a bounded deque; when the
+deque is full the packet is counted and dropped, so a slow disk never slows the loop. A worker thread
+depacketizes (sfu/recording/depacketize.py) and muxes with PyAV as a codec copy: no decoder, no encoder,
+the bytes the publisher sent go into the file (WebM for VP8/VP9/Opus, Matroska for H.264).
 
 Crash safety comes from the container settings in sfu/recording/mux.py; a clean `finish()` writes the cues
 and the duration.
@@ -20,13 +28,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from sfu.media.forwarder import Forwarder
 from sfu.recording.depacketize import Depacketizer, Frame, FrameDrop
 from sfu.recording.mux import FeedFile, FileStats
 
 if TYPE_CHECKING:
-    from sfu.media.forwarder import Forwarder
     from sfu.media.receiver import Receiver
 
 log = logging.getLogger("sfu.recording")
@@ -43,7 +51,31 @@ class FeedRecorderListener(Protocol):
     def on_recorder_failed(self, recorder: FeedRecorder, error: str) -> None: ...
 
 
-class FeedRecorder:
+class _QueueSink:
+    """The recorder's `RtpSink`: one bounded append per packet; refuses everything once the file failed."""
+
+    __slots__ = ("connected", "drops", "queue", "recorder")
+
+    def __init__(self, recorder: FeedRecorder) -> None:
+        self.recorder = recorder
+        self.queue: deque[bytearray] = deque()
+        self.connected = True
+        self.drops = 0
+
+    def send_rtp(self, packet: bytearray) -> bool:
+        queue = self.queue
+        if len(queue) >= MAX_QUEUED_PACKETS:
+            self.drops += 1
+            return False
+        if not self.connected:  # the file failed: the forwarder counts these as not connected
+            return False
+        if not queue and not self.recorder.anchor_ns:
+            self.recorder.set_anchor()
+        queue.append(packet)
+        return True
+
+
+class FeedRecorder(Forwarder):
     """Records one feed to `path`; `start()` attaches it to the receiver, `finish()` finalizes the file."""
 
     __slots__ = (
@@ -52,92 +84,79 @@ class FeedRecorder:
         "_wall_offset_ns",
         "anchor_ns",
         "anchor_ts",
-        "clock_rate",
         "codec",
         "failed",
         "feed_id",
-        "kind",
+        "file_stats",
+        "frames_in",
         "listener",
         "loop",
         "path",
         "queue",
-        "queue_drops",
-        "receiver",
-        "stats",
+        "queue_sink",
         "uid",
     )
 
     def __init__(self, receiver: Receiver, path: Path, *, feed_id: str, uid: str,
                  listener: FeedRecorderListener, loop: asyncio.AbstractEventLoop) -> None:
-        self.receiver = receiver
+        sink = _QueueSink(self)
+        super().__init__(receiver, sink, mid=f"record-{feed_id}", ssrc=1, payload_type=receiver.payload_type,
+                         initial_seq=0, initial_ts=0)
+        self.queue_sink = sink
+        self.queue = sink.queue
         self.path = path
         self.feed_id = feed_id
         self.uid = uid
         self.codec = receiver.codec
-        self.kind = receiver.kind
-        self.clock_rate = receiver.clock_rate
         self.listener = listener
         self.loop = loop
-        self.queue: deque[bytes] = deque()
-        self.queue_drops = 0
         self.failed = False
+        self.frames_in = 0  # frames the worker assembled from what was forwarded (before muxing)
         self.anchor_ns = 0  # monotonic arrival of the first queued packet
-        self.anchor_ts = 0  # its RTP timestamp
+        self.anchor_ts = 0  # its (rewritten) RTP timestamp
         self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
-        self.stats = FileStats(path.name, self.codec, self.kind, self.clock_rate)
+        self.file_stats = FileStats(path.name, self.codec, self.kind, self.clock_rate)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"record-{feed_id}", daemon=True)
+
+    @property
+    def queue_drops(self) -> int:
+        return self.queue_sink.drops
 
     # -- event loop side ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Starts the worker, joins the receiver's fan-out and asks for a key frame to begin with."""
         self._thread.start()
-        # NOTE: Receiver.forwarders is typed as Forwarder; it only calls forward() and stop() on them.
-        self.receiver.add_forwarder(cast("Forwarder", self))
-        self.receiver.request_key_frame(time.monotonic_ns())
+        self.receiver.add_forwarder(self)
+        target = self.selector.target_layer
+        self.layers[target if target >= 0 else 0].request_key_frame(time.monotonic_ns())
 
-    def forward(self, data: bytes, seq: int, ts: int, key_frame: bool, now_ns: int, layer: int = 0) -> None:
-        """Per packet, on the loop: one append to a bounded deque (the `bytes` object is shared).
-
-        Simulcast: the layers' receivers share their head's forwarders and pass `layer`; a recorder is not
-        layer-aware and keeps layer 0, one SSRC with one seq/ts space (what `update_wanted_layers` expects).
-        """
-        if layer or self.failed:
-            return
-        queue = self.queue
-        if len(queue) >= MAX_QUEUED_PACKETS:
-            self.queue_drops += 1
-            return
-        if not self.anchor_ns:
-            self.anchor_ns = now_ns
-            self.anchor_ts = ts
-        queue.append(data)
-
-    def stop(self) -> None:
-        """The receiver's resync call (mute toggled, receiver closing): resume on a fresh key frame."""
-        if not self.receiver.muted and not self._stopping.is_set():
-            self.receiver.request_key_frame(time.monotonic_ns())
+    def set_anchor(self) -> None:
+        """The first packet to go to the file: the wall-clock anchor of its (rewritten) timestamp."""
+        self.anchor_ns = self.last_out_ns
+        self.anchor_ts = self.last_ts_out
 
     async def finish(self) -> FileStats:
         """Detaches, lets the worker drain and close the file; returns its final stats. Idempotent."""
-        self.receiver.remove_forwarder(cast("Forwarder", self))
+        self.receiver.remove_forwarder(self)
         self._stopping.set()
         if self._thread.is_alive():
             await asyncio.to_thread(self._thread.join)
-        self.stats.drops["queue_full"] = self.queue_drops
-        return self.stats
+        self.file_stats.drops["queue_full"] = self.queue_drops
+        return self.file_stats
 
     # -- worker thread -----------------------------------------------------------------------------------
 
     def _run(self) -> None:
         depacketizer = Depacketizer(self.codec)
-        writer = FeedFile(self.path, self.codec, self.kind, self.clock_rate, self.stats, self._on_file_opened)
+        writer = FeedFile(self.path, self.codec, self.kind, self.clock_rate, self.file_stats,
+                          self._on_file_opened)
         queue = self.queue
         try:
             while True:
                 while queue:
-                    for frame in depacketizer.push(queue.popleft()):
+                    for frame in depacketizer.push(bytes(queue.popleft())):
                         writer.write(frame)
                 if self._stopping.is_set() and not queue:
                     break
@@ -147,17 +166,19 @@ class FeedRecorder:
             writer.close()
         except Exception as exc:  # disk full, unwritable directory, muxer refusal: this file stops
             self.failed = True
+            self.queue_sink.connected = False  # the forwarder stops queueing (counted as not connected)
             queue.clear()
             error = _describe(exc)
-            self.stats.error = error
+            self.file_stats.error = error
             writer.abort()
             log.warning("recording of feed %s failed: %s", self.feed_id, error)
             self._call_loop(self.listener.on_recorder_failed, self, error)
         finally:
-            self.stats.drops.update({d.name.lower(): depacketizer.drops[d] for d in FrameDrop})
+            self.frames_in = depacketizer.frames
+            self.file_stats.drops.update({d.name.lower(): depacketizer.drops[d] for d in FrameDrop})
 
     def _on_file_opened(self, frame: Frame) -> None:
-        self.stats.started_at = self.wall_time_of(frame.ts)
+        self.file_stats.started_at = self.wall_time_of(frame.ts)
         self._call_loop(self.listener.on_recorder_file_opened, self)
 
     def _call_loop(self, callback: Callable[..., None], *args: Any) -> None:

@@ -127,6 +127,7 @@ class Recording:
             "state": state,
             "error": stats.error,
             "drops": dict(stats.drops),
+            "layer_switches": recorder.layer_switches,
         }
 
     # -- FeedRecorderListener (on the loop) --------------------------------------------------------------
@@ -171,8 +172,8 @@ class Recording:
         return record
 
     def to_record(self) -> RecordingRecord:
-        live = {r.path.name: self._file_entry(r, r.stats, final=False)
-                for r in self.recorders_by_feed.values() if r.stats.started_at}
+        live = {r.path.name: self._file_entry(r, r.file_stats, final=False)
+                for r in self.recorders_by_feed.values() if r.file_stats.started_at}
         merged = {**self.files_by_name, **live}.values()
         files = sorted(merged, key=lambda f: (f["start_offset_ms"], f["name"]))
         return RecordingRecord(self.recording_id, self.session.cid, self.session.sid, self.state,

@@ -3,6 +3,12 @@
 Subscriber offers go out one at a time: a FIFO task waits for the `answer` to offer N before it builds
 offer N+1, so two negotiations never interleave (PROTOCOL.md "Two transports"). Changes made while an offer
 is out are collected and go into the next one.
+
+An offer unanswered for `ANSWER_TIMEOUT_S` (counted while one socket stays connected: while the participant
+has none the wait is paused, and a resumed socket starts it again) is replaced: the client gets an
+`error` naming the negotiation, and a new offer with the current feeds goes out (aiortc builds it on the
+pending one: nothing forwarded changes until an answer comes). After `MAX_OFFER_RETRIES` replaced offers in
+a row the subscriber side is closed: its forwarders stop, later `subscribe`s are refused with `conflict`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from sfu.errors import BadRequest, Conflict, Forbidden, NotFound
 from sfu.media.forwarder import Forwarder
@@ -28,6 +35,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("sfu.session.media")
 
 DEFAULT_SOURCE_BY_KIND = {"audio": "microphone", "video": "camera"}
+ANSWER_TIMEOUT_S: Final = 10.0
+"""How long a subscriber offer waits for its answer before it is offered again (read per offer)."""
+MAX_OFFER_RETRIES: Final = 3
+"""Offers replaced in a row (each after ANSWER_TIMEOUT_S) before the subscriber side is closed."""
+
+
+@dataclass(slots=True)
+class NegotiationCounters:
+    answer_timeouts: int = 0  # subscriber offers replaced because no answer came in time
+    subscribers_closed: int = 0  # subscriber sides closed after MAX_OFFER_RETRIES replaced offers
+
+
+TOTALS = NegotiationCounters()
+"""Process-wide, read by /metrics (sfu/metrics.py)."""
 
 
 class ParticipantMedia:
@@ -47,6 +68,8 @@ class ParticipantMedia:
         self._pending_answer: tuple[int, asyncio.Future[str]] | None = None
         self._offer_wanted = asyncio.Event()
         self._negotiator: asyncio.Task[None] | None = None
+        self.answer_timeouts = 0  # of this participant, in all
+        self.subscriber_failed = False  # closed after unanswered offers: no more subscriptions
 
     # -- publishing --------------------------------------------------------------------------------------
 
@@ -135,6 +158,8 @@ class ParticipantMedia:
         participant = self.participant
         if not participant.grants.subscribe:
             raise Forbidden("token does not grant subscribe")
+        if self.subscriber_failed:
+            raise Conflict("subscriber transport was closed after unanswered offers: join again")
         session = self.session_media.session
         for feed_id in feed_ids:
             feed = session.feeds_by_id.get(feed_id)
@@ -148,7 +173,7 @@ class ParticipantMedia:
         return list(feed_ids)
 
     def _add_forwarder(self, feed_id: str) -> bool:
-        if feed_id in self.forwarders_by_feed or self.closed:
+        if feed_id in self.forwarders_by_feed or self.closed or self.subscriber_failed:
             return False
         receiver: Receiver = self.session_media.receivers_by_feed[feed_id]
         if self.subscriber is None:
@@ -220,7 +245,10 @@ class ParticipantMedia:
         self.session_media.data_relay.on_publisher_channel(self.participant, channel)
 
     def subscriber_transport(self) -> SubscriberTransport:
-        """The subscriber transport, created on first use (by a forwarder or the data relay)."""
+        """The subscriber transport, created on first use (by a forwarder or the data relay).
+
+        After `subscriber_failed` a new one is never offered: the data relay's channels on it stay closed.
+        """
         if self.subscriber is None:
             self.subscriber = self.session_media.engine.create_subscriber()
         return self.subscriber
@@ -233,33 +261,99 @@ class ParticipantMedia:
 
     def _want_offer(self) -> None:
         self._offer_wanted.set()
-        if self._negotiator is None and not self.closed:
+        if self._negotiator is None and not self.closed and not self.subscriber_failed:
             name = f"negotiate-{self.participant.uid}"
             self._negotiator = asyncio.create_task(self._negotiate(), name=name)
 
     async def _negotiate(self) -> None:
         """One offer at a time; what changed while an offer was out goes into the next one."""
         loop = asyncio.get_running_loop()
+        retries = 0  # offers replaced in a row for want of an answer
         while not self.closed:
-            await self._offer_wanted.wait()
+            if not retries:
+                await self._offer_wanted.wait()
             self._offer_wanted.clear()
             subscriber = self.subscriber
-            if subscriber is None:
+            if subscriber is None or subscriber.closed:  # closed: the server is shutting down
+                retries = 0
                 continue
-            sdp, tags = await subscriber.create_offer()
+            try:
+                sdp, tags = await subscriber.create_offer()
+            except Exception as exc:  # e.g. its peer connection closed meanwhile: wait for the next change
+                log.warning("subscriber offer for %s failed: %s", self.participant.uid, exc)
+                retries = 0
+                continue
             self.negotiation += 1
             answer: asyncio.Future[str] = loop.create_future()
             self._pending_answer = (self.negotiation, answer)
             self.participant.send({"type": "offer", "sdp": sdp, "negotiation": self.negotiation,
                                    "feeds": tags})
-            # NOTE: no timeout: only this participant's own subscriptions wait on its answer, and
-            # close() cancels the wait. A resumed socket gets the buffered offer.
-            answer_sdp = await answer
+            answer_sdp = await self._answer_or_timeout(answer)
             self._pending_answer = None
+            if answer_sdp is None:
+                retries += 1
+                if retries > MAX_OFFER_RETRIES:
+                    await self._close_subscriber_side()
+                    return
+                self._offer_timed_out()
+                continue  # the next offer carries the current feeds; the stale one is refused
+            retries = 0
             try:
                 await subscriber.set_answer(answer_sdp)
             except Exception as exc:  # a bad answer must not end the FIFO
                 log.warning("subscriber answer of %s rejected: %s", self.participant.uid, exc)
+
+    async def _answer_or_timeout(self, answer: asyncio.Future[str]) -> str | None:
+        """The answer, or None after ANSWER_TIMEOUT_S on one socket (close() cancels the wait).
+
+        While the participant has no socket the offer sits in its resume buffer: the wait starts again
+        (checked every tenth of the timeout) once a socket is back.
+        """
+        loop = asyncio.get_running_loop()
+        timeout_s = ANSWER_TIMEOUT_S
+        connection = self.participant.connection
+        deadline = loop.time() + timeout_s
+        while True:
+            left = max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait((answer,), timeout=min(left, timeout_s / 10))
+            if done:
+                return answer.result()
+            current = self.participant.connection
+            if current is None or current is not connection:
+                connection = current
+                deadline = loop.time() + timeout_s
+            elif loop.time() >= deadline:
+                return None
+
+    def _offer_timed_out(self) -> None:
+        TOTALS.answer_timeouts += 1
+        self.answer_timeouts += 1
+        negotiation = self.negotiation
+        if self.answer_timeouts == 1:
+            log.warning("no answer from %s to subscriber offer %d within %g s: offering again",
+                        self.participant.uid, negotiation, ANSWER_TIMEOUT_S)
+        self.participant.send({"type": "error", "code": "conflict", "negotiation": negotiation,
+                               "message": f"no answer to subscriber offer {negotiation} within "
+                                          f"{ANSWER_TIMEOUT_S:g} s: it is replaced by the next offer"})
+
+    async def _close_subscriber_side(self) -> None:
+        """MAX_OFFER_RETRIES offers in a row went unanswered: stop forwarding to this participant."""
+        TOTALS.answer_timeouts += 1
+        TOTALS.subscribers_closed += 1
+        self.answer_timeouts += 1
+        self.subscriber_failed = True
+        self.participant.auto_subscribe = False  # new feeds must not reach subscribe() and its Conflict
+        log.warning("closing the subscriber transport of %s: %d offers unanswered",
+                    self.participant.uid, MAX_OFFER_RETRIES + 1)
+        self.participant.send({"type": "error", "code": "conflict", "negotiation": self.negotiation,
+                               "message": f"{MAX_OFFER_RETRIES + 1} subscriber offers went unanswered: "
+                                          "the subscriber transport is closed, join again to receive media"})
+        for feed_id in list(self.forwarders_by_feed):
+            self.participant.subscriptions.discard(feed_id)
+        self.forwarders_by_feed.clear()
+        subscriber, self.subscriber = self.subscriber, None
+        if subscriber is not None:
+            await subscriber.close()
 
     def on_answer(self, negotiation: int, sdp: str) -> None:
         pending = self._pending_answer

@@ -11,6 +11,12 @@ const { Session, connectionQuality } = sdk;
 
 const CHAT_PIPELINE = "chat";
 const STATS_INTERVAL_MS = 1000;
+/** Reactions go over the lossy data channel with this topic; the payload is the emoji in UTF-8. */
+const REACTION_TOPIC = "reaction";
+const REACTIONS = ["👍", "❤️", "😂", "🎉", "✋"];
+const REACTION_MIN_INTERVAL_MS = 120;
+const MAX_FLOATS_PER_TILE = 8;
+const utf8 = new TextDecoder();
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -21,7 +27,7 @@ const ui = {
   room: $("room"), roomTitle: $("room-title"), count: $("participant-count"), recording: $("recording-pill"),
   banner: $("banner"), grid: $("grid"), messages: $("messages"), chatForm: $("chat-form"), chatInput: $("chat-input"),
   chatBadge: $("chat-badge"), micButton: $("mic-button"), camButton: $("cam-button"), screenButton: $("screen-button"),
-  chatButton: $("chat-button"), chatClose: $("chat-close"), leaveButton: $("leave-button"), copyLink: $("copy-link"),
+  chatButton: $("chat-button"), chatClose: $("chat-close"), reactButton: $("react-button"), reactionTray: $("reaction-tray"), leaveButton: $("leave-button"), copyLink: $("copy-link"),
   leftScreen: $("left-screen"), leftTitle: $("left-title"), leftDetail: $("left-detail"),
   rejoinButton: $("rejoin-button"), homeButton: $("home-button"), toasts: $("toasts"), tileTemplate: $("tile-template"),
 };
@@ -37,6 +43,7 @@ const state = {
   unread: 0,
   statsTimer: null,
   lastJoin: null,
+  lastReactionAt: 0,
 };
 
 // -- errors --------------------------------------------------------------------------------------------
@@ -166,6 +173,8 @@ async function join(event) {
     const session = await Session.connect(options);
     enterRoom(session);
     await publishLocal(state.lastJoin.mic, state.lastJoin.cam);
+    // open the data channels now, so the first reaction is not lost while they open
+    session.openData().catch(warn);
   } catch (error) {
     showJoinError(error);
   } finally {
@@ -239,7 +248,11 @@ function enterRoom(session) {
   session.on("activespeakers", renderSpeakers);
   session.on("recording", () => { ui.recording.hidden = !session.recording; });
   session.on("reconnecting", ({ attempt }) => showBanner(`Connection lost. Reconnecting (attempt ${attempt})…`));
-  session.on("reconnected", () => showBanner(null));
+  session.on("reconnected", ({ resumed }) => {
+    showBanner(null);
+    if (!resumed) session.openData().catch(warn);
+  });
+  session.on("data", onData);
   session.on("disconnected", onDisconnected);
 
   for (const message of session.history[CHAT_PIPELINE] ?? []) appendMessage(message, { quiet: true });
@@ -285,6 +298,7 @@ function onFeedPublished(feed) {
 
 function onDisconnected({ reason, error }) {
   clearInterval(state.statsTimer);
+  toggleReactionTray(false);
   const messages = {
     left: ["You left the meeting", ""],
     kicked: ["You were removed from the meeting", "A moderator removed you."],
@@ -508,6 +522,53 @@ function toggleChat(show = ui.room.classList.contains("chat-hidden")) {
   requestAnimationFrame(layoutGrid);
 }
 
+// -- reactions -----------------------------------------------------------------------------------------
+
+function onData({ from, topic, payload }) {
+  if (topic !== REACTION_TOPIC) return;
+  const emoji = utf8.decode(payload);
+  const tile = state.tiles.get(from);
+  if (tile && REACTIONS.includes(emoji)) showReaction(tile, emoji);
+}
+
+function sendReaction(emoji) {
+  const session = state.session;
+  if (!session || !REACTIONS.includes(emoji)) return;
+  const now = performance.now();
+  if (now - state.lastReactionAt < REACTION_MIN_INTERVAL_MS) return;
+  state.lastReactionAt = now;
+  showReaction(localTile(), emoji);
+  session.publishData(emoji, { reliable: false, topic: REACTION_TOPIC }).catch(warn);
+}
+
+/** A floating emoji rising over the tile, gone after its animation. */
+function showReaction(tile, emoji) {
+  let layer = tile.el.querySelector(".reactions");
+  if (!layer) {
+    layer = document.createElement("div");
+    layer.className = "reactions";
+    tile.el.append(layer);
+  }
+  while (layer.childElementCount >= MAX_FLOATS_PER_TILE) layer.firstElementChild.remove();
+  const float = document.createElement("span");
+  float.className = "reaction-float";
+  float.textContent = emoji;
+  float.style.setProperty("--x", `${8 + Math.random() * 64}%`);
+  float.style.setProperty("--drift", `${Math.round(Math.random() * 60 - 30)}px`);
+  const remove = () => float.remove();
+  float.addEventListener("animationend", remove);
+  setTimeout(remove, 4000); // also when the animation never runs (a hidden tab)
+  layer.append(float);
+  tile.el.dataset.reaction = emoji;
+  tile.el.dataset.reactions = String(Number(tile.el.dataset.reactions ?? 0) + 1);
+}
+
+function toggleReactionTray(show = ui.reactionTray.hidden) {
+  ui.reactionTray.hidden = !show;
+  ui.reactButton.setAttribute("aria-expanded", String(show));
+  if (show) ui.reactionTray.querySelector("button")?.focus();
+}
+
 // -- controls ------------------------------------------------------------------------------------------
 
 async function toggleMic() {
@@ -596,6 +657,20 @@ ui.camButton.addEventListener("click", toggleCamera);
 ui.screenButton.addEventListener("click", toggleScreen);
 ui.chatButton.addEventListener("click", () => toggleChat());
 ui.chatClose.addEventListener("click", () => toggleChat(false));
+ui.reactButton.addEventListener("click", () => toggleReactionTray());
+ui.reactionTray.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-emoji]");
+  if (button) sendReaction(button.dataset.emoji);
+});
+document.addEventListener("click", (event) => {
+  if (!ui.reactionTray.hidden && !event.target.closest(".react-wrap")) toggleReactionTray(false);
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !ui.reactionTray.hidden) {
+    toggleReactionTray(false);
+    ui.reactButton.focus();
+  }
+});
 ui.leaveButton.addEventListener("click", leave);
 ui.rejoinButton.addEventListener("click", async () => {
   ui.leftScreen.hidden = true;

@@ -22,6 +22,8 @@ export declare class TooLargeError extends SfuError {}
 export declare class RateLimitedError extends SfuError {}
 export declare class InternalError extends SfuError {}
 export declare class ConnectionError extends SfuError {}
+/** Nodes kept redirecting the join (`closed {reason:"redirect"}`, close 4014) more than 3 times in a row. */
+export declare class TooManyRedirectsError extends SfuError {}
 export declare class PermissionDeniedError extends SfuError {}
 export declare class DeviceNotFoundError extends SfuError {}
 
@@ -37,7 +39,12 @@ export declare class Emitter {
 export type Source = "camera" | "microphone" | "screen" | "screen_audio" | "custom";
 export type Rid = "q" | "h" | "f";
 
-export interface Layer { rid: string; width: number; height: number; max_bitrate: number }
+/** One simulcast layer of `feed.layers` (PROTOCOL.md `<feed>`); null where the publisher did not say. */
+export interface Layer {
+  rid: string; width: number | null; height: number | null; max_bitrate: number | null;
+  /** Bits per second the server measured for this layer when the layer list last changed (null: not yet). */
+  bitrate: number | null;
+}
 
 export interface WireFeed {
   feed_id: string; uid: string; kind: "audio" | "video"; source: Source; name: string; muted: boolean;
@@ -172,6 +179,20 @@ export interface CameraOptions {
 
 export interface SendOptions { to?: string[]; pipeline?: string; persist?: boolean }
 
+export interface PublishDataOptions {
+  /** Ordered and retransmitted (default true); false: unordered, no retransmission, dropped under congestion. */
+  reliable?: boolean;
+  /** Recipients' uids; absent: everyone the sender's `policy.message` allows. */
+  to?: string[];
+  topic?: string;
+}
+
+/** A binary data-channel message from another participant. */
+export interface DataEvent { from: string; topic: string | null; payload: ArrayBuffer; reliable: boolean }
+
+/** The server fell behind sending to this page and replaced the channel, dropping `dropped` queued messages. */
+export interface DataResetEvent { channel: "reliable" | "lossy" | string; reliable: boolean; dropped: number }
+
 export interface DisconnectedEvent { reason: string; code: number; error?: SfuError }
 
 export declare class Session extends Emitter {
@@ -190,6 +211,11 @@ export declare class Session extends Emitter {
   recording: boolean;
   iceServers: RTCIceServer[];
   readonly localFeeds: LocalFeed[];
+  /**
+   * Where the socket joined: `options.url` (as a ws(s) URL), or the node a multi-node `--redirect`
+   * server sent the join to; rejoins go there first and back to `options.url` if it is unreachable.
+   */
+  readonly nodeUrl: string;
 
   publishCamera(options?: CameraOptions): Promise<LocalFeed>;
   publishMicrophone(options?: { deviceId?: string; name?: string; track?: MediaStreamTrack }): Promise<LocalFeed>;
@@ -197,6 +223,13 @@ export declare class Session extends Emitter {
   publishScreen(options?: { audio?: boolean; frameRate?: number; name?: string }): Promise<LocalFeed>;
   /** Resolves with the message's seq. */
   send(data: unknown, options?: SendOptions): Promise<number>;
+  /**
+   * Binary data over the data channels (at most 15 KiB; a string is sent as UTF-8). The first call opens
+   * the channels on the publisher transport. Rejects with TooLargeError over the limit.
+   */
+  publishData(data: ArrayBuffer | ArrayBufferView | string, options?: PublishDataOptions): Promise<void>;
+  /** Opens the data channels now (publishData does it on first use), e.g. right after joining. */
+  openData(): Promise<void>;
   fetchHistory(pipeline: string, page?: { before?: number; after?: number; limit?: number }): Promise<Message[]>;
   setName(name: string): Promise<void>;
   leave(): Promise<void>;
@@ -208,6 +241,8 @@ export declare class Session extends Emitter {
   /** Also called at once for feeds already published. */
   on(event: "feedpublished" | "feedunpublished" | "feedupdated", listener: (feed: RemoteFeed) => void): this;
   on(event: "message", listener: (message: Message) => void): this;
+  on(event: "data", listener: (event: DataEvent) => void): this;
+  on(event: "datareset", listener: (event: DataResetEvent) => void): this;
   on(event: "activespeakers", listener: (speakers: Speaker[]) => void): this;
   on(event: "recording", listener: (event: { state: "started" | "stopped"; recording_id: string }) => void): this;
   on(event: "layerchanged", listener: (event: { feed?: RemoteFeed; feedId: string; rid: string; reason: string }) => void): this;

@@ -19,6 +19,16 @@ const QUALITY_DEBOUNCE_MS = 150;
 const RECONNECT_DELAYS_MS = [300, 1_000, 2_000, 4_000, 8_000, 8_000, 8_000, 8_000, 8_000];
 /** Close codes after which a reconnect cannot help (PROTOCOL.md "Close codes"). */
 const FINAL_CLOSE_CODES = new Set([1000, 4001, 4003, 4010, 4011, 4012, 4013]);
+/** Redirects (`closed {reason:"redirect", url}`, close 4014) one join follows in a row. */
+const MAX_REDIRECTS = 3;
+/** Binary data channels (PROTOCOL.md "Binary data channels"): labels, payload limit, flow control. */
+const RELIABLE_LABEL = "reliable";
+const LOSSY_LABEL = "lossy";
+const MAX_DATA_PAYLOAD_BYTES = 15 * 1024;
+const DATA_HIGH_WATER_BYTES = 1024 * 1024;
+const DATA_LOW_WATER_BYTES = 256 * 1024;
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
 /** Simulcast encodings, lowest first (PROTOCOL.md "Simulcast"). */
 const SIMULCAST_LAYERS = [
   { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
@@ -62,6 +72,9 @@ InternalError.code = "internal";
 /** The socket could not be opened or was lost (SDK code `connection_failed`). */
 export class ConnectionError extends SfuError {}
 ConnectionError.code = "connection_failed";
+/** Nodes kept redirecting the join past the SDK's bound (SDK code `redirect_loop`). */
+export class TooManyRedirectsError extends SfuError {}
+TooManyRedirectsError.code = "redirect_loop";
 /** The browser or the user refused camera, microphone or screen (SDK code `permission_denied`). */
 export class PermissionDeniedError extends SfuError {}
 PermissionDeniedError.code = "permission_denied";
@@ -167,6 +180,54 @@ function waitForGathering(pc, timeoutMs) {
 
 function randomUid() {
   return "web-" + Math.random().toString(36).slice(2, 10);
+}
+
+/** The bytes of `data` (ArrayBuffer, TypedArray, DataView or string, which is sent as UTF-8). */
+function bytesOf(data) {
+  if (typeof data === "string") return utf8Encoder.encode(data);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new BadRequestError("data must be an ArrayBuffer, a TypedArray, a DataView or a string");
+}
+
+/**
+ * A client-to-server data message: 2-byte big-endian header length, UTF-8 JSON header, payload.
+ * @param {Uint8Array} payload
+ * @param {{to?: string[], topic?: string}} header
+ */
+function encodeDataMessage(payload, header) {
+  const head = utf8Encoder.encode(JSON.stringify(header));
+  if (head.length > 0xffff) throw new TooLargeError("data header is too large");
+  const wire = new Uint8Array(2 + head.length + payload.length);
+  wire[0] = head.length >> 8;
+  wire[1] = head.length & 0xff;
+  wire.set(head, 2);
+  wire.set(payload, 2 + head.length);
+  return wire;
+}
+
+/**
+ * A server-to-client data message, or null when it is not one (`{"from":uid,"topic":..}` header).
+ * @param {ArrayBuffer} raw
+ * @returns {{from: string, topic: string | null, payload: ArrayBuffer} | null}
+ */
+function decodeDataMessage(raw) {
+  if (!(raw instanceof ArrayBuffer) || raw.byteLength < 2) return null;
+  const view = new Uint8Array(raw);
+  const size = (view[0] << 8) | view[1];
+  if (raw.byteLength < 2 + size) return null;
+  let header;
+  try {
+    header = JSON.parse(utf8Decoder.decode(view.subarray(2, 2 + size)));
+  } catch {
+    return null;
+  }
+  if (header === null || typeof header !== "object") return null;
+  return {
+    from: typeof header.from === "string" ? header.from : "",
+    topic: typeof header.topic === "string" ? header.topic : null,
+    payload: raw.slice(2 + size),
+  };
 }
 
 /**
@@ -297,9 +358,14 @@ class Signal {
       else resolve(msg);
       return;
     }
-    if (msg.type === "error") {
+    if (msg.type === "error" && msg.negotiation === undefined) {
       // an error without a pending request: the join refusal before a close, or a rate limit
+      // (a subscriber-offer timeout carries `negotiation` and is answered by a fresh offer, not a close)
       this.closeError = errorFromWire(msg);
+    }
+    if (msg.type === "closed" && msg.reason === "redirect" && typeof msg.url === "string") {
+      this.redirectUrl = msg.url; // the answer to our join (multi-node --redirect): the session's owner
+      return;
     }
     this.onEvent(msg);
   }
@@ -501,6 +567,15 @@ export class RemoteFeed extends Emitter {
     this.receiver = receiver;
     for (const el of this.elements) this._play(el);
     this.emit("track", track);
+  }
+
+  /** Its m-section now carries another feed: stop showing it; a resubscribe brings a track back. */
+  _releaseTrack() {
+    for (const el of this.elements) {
+      if (el.srcObject?.getTracks?.().includes(this.track)) el.srcObject = null;
+    }
+    this.track = null;
+    this.receiver = null;
   }
 
   _unpublish() {
@@ -728,7 +803,9 @@ class AdaptiveStream {
  * `participantjoined` (participant), `participantleft` (participant, reason), `participantupdated`,
  * `feedpublished` (feed), `feedunpublished` (feed), `feedupdated` (feed), `message` (message),
  * `activespeakers` (speakers), `recording` ({state, recording_id}), `layerchanged` ({feed, rid, reason}),
- * `reconnecting` ({attempt, delayMs}), `reconnected` ({resumed}), `disconnected` ({reason, code, error}).
+ * `reconnecting` ({attempt, delayMs}), `reconnected` ({resumed}), `disconnected` ({reason, code, error}),
+ * `data` ({from, topic, payload: ArrayBuffer, reliable}), `datareset` ({channel, reliable, dropped}: the
+ * server fell behind sending to us and dropped `dropped` queued messages; what follows is in order again).
  * `participantjoined` and `feedpublished` listeners are also called at once for those already present.
  */
 export class Session extends Emitter {
@@ -773,6 +850,8 @@ export class Session extends Emitter {
     this.iceServers = [];
     this._signal = null;
     this._resumeToken = null;
+    /** @type {string | null} the node a redirect sent us to: the first stop of every rejoin */
+    this._nodeUrl = null;
     this._localFeeds = new Set();
     this._publisher = null;
     this._subscriber = null;
@@ -782,6 +861,8 @@ export class Session extends Emitter {
     this._pendingTracks = new Map();
     this._lastSeq = {};
     this._adaptive = new AdaptiveStream(this.options.adaptiveStream);
+    /** @type {{pc: RTCPeerConnection, reliable: RTCDataChannel, lossy: RTCDataChannel, ready: Promise<void>} | null} */
+    this._data = null;
   }
 
   /** @returns {string} this participant's uid */
@@ -803,26 +884,64 @@ export class Session extends Emitter {
 
   // -- join, resume, leave -------------------------------------------------------------------------------
 
+  /**
+   * Joins at the node that last took us (else `options.url`), following redirects (PROTOCOL.md 4014):
+   * at once with the same `join`, at most MAX_REDIRECTS in a row (then TooManyRedirectsError). A redirect
+   * target that cannot be reached (its node died: the session's placement moves) is forgotten and
+   * `options.url` is tried instead, once per call.
+   */
   async _join(resume) {
-    const signal = new Signal(wsUrlOf(this.options.url), (m) => this._onEvent(m),
-      (code, reason) => this._onSocketClosed(signal, code, reason));
-    await signal.open();
-    const { token, key, session, uid, name, autoSubscribe } = this.options;
-    const body = token ? { type: "join", token } : { type: "join", key, session, uid, name };
-    body.auto_subscribe = autoSubscribe;
-    body.sdk = { name: SDK_NAME, version: SDK_VERSION };
-    if (resume && this._resumeToken) body.resume = this._resumeToken;
-    this._signal = signal;
-    let joined;
-    try {
-      joined = await signal.request(body);
-    } catch (error) {
-      signal.close();
-      throw error;
+    const home = wsUrlOf(this.options.url);
+    let url = this._nodeUrl ?? home;
+    let redirects = 0;
+    let fellBack = false;
+    for (;;) {
+      if (this.state === "closed") throw new ConnectionError("session closed");
+      const signal = new Signal(url, (m) => this._onEvent(m),
+        (code, reason) => this._onSocketClosed(signal, code, reason));
+      try {
+        await signal.open();
+      } catch (error) {
+        if (url === home || fellBack) throw error;
+        console.info(`sfu: ${url} is unreachable, joining through ${home} again`);
+        this._nodeUrl = null;
+        url = home;
+        fellBack = true;
+        continue;
+      }
+      const { token, key, session, uid, name, autoSubscribe } = this.options;
+      const body = token ? { type: "join", token } : { type: "join", key, session, uid, name };
+      body.auto_subscribe = autoSubscribe;
+      body.sdk = { name: SDK_NAME, version: SDK_VERSION };
+      if (resume && this._resumeToken) body.resume = this._resumeToken;
+      this._signal = signal;
+      let joined;
+      try {
+        joined = await signal.request(body);
+      } catch (error) {
+        signal.close();
+        if (!signal.redirectUrl || this.state === "closed") {
+          if (url !== home) this._nodeUrl = null; // no joining there: the next try starts at options.url
+          throw error;
+        }
+        if (++redirects > MAX_REDIRECTS) {
+          const last = signal.redirectUrl;
+          throw new TooManyRedirectsError(`more than ${MAX_REDIRECTS} redirects in a row (last to ${last})`);
+        }
+        url = wsUrlOf(signal.redirectUrl);
+        continue;
+      }
+      signal.joined = true;
+      this._nodeUrl = url === home ? null : url;
+      this._applyJoined(joined, resume);
+      this.state = "connected";
+      return joined;
     }
-    this._applyJoined(joined, resume);
-    this.state = "connected";
-    return joined;
+  }
+
+  /** @returns {string} where the socket joined: `options.url` as a ws(s) URL, or the node a redirect chose */
+  get nodeUrl() {
+    return this._nodeUrl ?? wsUrlOf(this.options.url);
   }
 
   _applyJoined(joined, resume) {
@@ -875,12 +994,14 @@ export class Session extends Emitter {
     this._localFeeds.clear();
     this._publisher?.close();
     this._subscriber?.close();
+    this._data = null;
     for (const feed of this.feeds.values()) feed._unpublish();
     this.emit("disconnected", detail);
   }
 
   _onSocketClosed(signal, code, reason) {
-    if (signal !== this._signal || this.state === "closed") return;
+    // a socket still joining is _join's to handle (a redirect, a refusal, a node gone)
+    if (signal !== this._signal || !signal.joined || this.state === "closed") return;
     const error = signal.closeError;
     if (!this.options.reconnect || (FINAL_CLOSE_CODES.has(code) && !this._closedReconnect)) {
       this._close({ reason: this._closedReason ?? reason ?? "closed", code, error });
@@ -929,7 +1050,18 @@ export class Session extends Emitter {
         feed.feedId = null;
         feed.transceiver = null;
       }
-      if (feeds.length) await this._negotiatePublisher().catch((e) => console.warn("sfu: republish failed", e));
+      if (feeds.length) {
+        // the same tracks on a new publisher connection (its offer needs their m-sections)
+        const pc = this._ensurePublisher();
+        for (const feed of feeds) {
+          const init = { direction: "sendonly", streams: [feed.stream] };
+          if (feed.simulcast && feed.kind === "video") {
+            init.sendEncodings = SIMULCAST_LAYERS.map((layer) => ({ ...layer }));
+          }
+          feed.transceiver = pc.addTransceiver(feed.track, init);
+        }
+        await this._negotiatePublisher().catch((e) => console.warn("sfu: republish failed", e));
+      }
       for (const feed of feeds.filter((f) => f.muted)) await feed.mute().catch(() => {});
       for (const feed of this.feeds.values()) {
         feed._subscribing = null;
@@ -985,6 +1117,12 @@ export class Session extends Emitter {
         return this._onRemoteCandidate(msg);
       case "layers_wanted":
         return this._onLayersWanted(msg);
+      case "data_reset":
+        return this.emit("datareset", {
+          channel: msg.channel ?? RELIABLE_LABEL,
+          reliable: msg.channel !== LOSSY_LABEL,
+          dropped: Number.isInteger(msg.dropped) ? msg.dropped : 0,
+        });
       case "layer_changed": {
         const feed = this.feeds.get(msg.feed_id);
         if (feed) feed.currentLayer = msg.rid;
@@ -1124,6 +1262,86 @@ export class Session extends Emitter {
     if (after !== undefined) body.after = after;
     if (limit !== undefined) body.limit = limit;
     return (await this._signal.request(body)).messages;
+  }
+
+  /**
+   * Sends binary data over the data channels (PROTOCOL.md "Binary data channels") to everyone the
+   * policy allows, or to `to`. `reliable` (default) is ordered and retransmitted; otherwise unordered
+   * with no retransmission, and dropped (here while the browser buffers over 256 KiB, on the server
+   * when a recipient is congested). There is no reply:
+   * what the server refuses (grants.data, policy.message) is dropped and counted there. The first call
+   * opens the channels on the publisher transport (a negotiation). Rejects with TooLargeError over
+   * 15 KiB; a string is sent as its UTF-8 bytes.
+   * @param {ArrayBuffer | ArrayBufferView | string} data
+   * @param {{reliable?: boolean, to?: string[], topic?: string}} [options]
+   * @returns {Promise<void>}
+   */
+  async publishData(data, { reliable = true, to, topic } = {}) {
+    if (this.state === "closed") throw new ConflictError("session is closed");
+    const payload = bytesOf(data);
+    if (payload.length > MAX_DATA_PAYLOAD_BYTES) {
+      throw new TooLargeError(`data payload is ${payload.length} bytes, at most ${MAX_DATA_PAYLOAD_BYTES}`);
+    }
+    const header = {};
+    if (to != null) header.to = [...to];
+    if (topic != null) header.topic = String(topic);
+    const wire = encodeDataMessage(payload, header);
+    const channels = await this._dataChannels();
+    const channel = reliable ? channels.reliable : channels.lossy;
+    if (reliable && channel.bufferedAmount > DATA_HIGH_WATER_BYTES) await drained(channel);
+    if (channel.readyState !== "open") throw new ConnectionError(`data channel ${channel.label} is ${channel.readyState}`);
+    if (!reliable && channel.bufferedAmount > DATA_LOW_WATER_BYTES) return; // lossy: dropped while congested
+    channel.send(wire);
+  }
+
+  /**
+   * Opens the data channels now rather than on the first `publishData`, so that the first lossy
+   * messages are not dropped while the server opens its channels towards the others.
+   * @returns {Promise<void>}
+   */
+  async openData() {
+    if (this.state === "closed") throw new ConflictError("session is closed");
+    await this._dataChannels();
+  }
+
+  /** The publisher's `reliable` and `lossy` channels, opened (with a negotiation) on first use. */
+  async _dataChannels() {
+    const current = this._data;
+    if (current && current.pc === this._publisher && current.reliable.readyState !== "closed"
+      && current.reliable.readyState !== "closing") {
+      await current.ready;
+      return current;
+    }
+    const pc = this._ensurePublisher();
+    const reliable = pc.createDataChannel(RELIABLE_LABEL, { ordered: true });
+    const lossy = pc.createDataChannel(LOSSY_LABEL, { ordered: false, maxRetransmits: 0 });
+    reliable.bufferedAmountLowThreshold = DATA_LOW_WATER_BYTES;
+    const entry = { pc, reliable, lossy, ready: null };
+    entry.ready = (async () => {
+      await this._negotiatePublisher();
+      await Promise.all([opened(reliable), opened(lossy)]);
+    })();
+    this._data = entry;
+    try {
+      await entry.ready;
+    } catch (error) {
+      if (this._data === entry) this._data = null; // the next call opens them again
+      reliable.close();
+      lossy.close();
+      throw error;
+    }
+    return entry;
+  }
+
+  /** A channel the server opened on the subscriber transport: its messages become `data` events. */
+  _onDataChannel(channel) {
+    if (channel.label !== RELIABLE_LABEL && channel.label !== LOSSY_LABEL) return;
+    const reliable = channel.label === RELIABLE_LABEL;
+    channel.binaryType = "arraybuffer";
+    channel.onmessage = ({ data }) => {
+      const message = decodeDataMessage(data);
+      if (message) this.emit("data", { ...message, reliable });
+    };
   }
 
   /** Changes this participant's display name. @param {string} name */
@@ -1318,6 +1536,7 @@ export class Session extends Emitter {
       this._signal?.notify({ type: "candidate", transport: "subscriber", candidate: candidateWire(candidate) });
     };
     pc.ontrack = (event) => this._onTrack(event);
+    pc.ondatachannel = ({ channel }) => this._onDataChannel(channel);
     pc.onconnectionstatechange = () => this.emit("subscriberstate", pc.connectionState);
     this._subscriber = pc;
     return pc;
@@ -1341,6 +1560,14 @@ export class Session extends Emitter {
     const mid = event.transceiver?.mid;
     const feedId = this._feedIdsByMid[mid] ?? event.streams?.[0]?.id;
     if (!feedId) return;
+    // The server reuses an m-section that went inactive for a later feed (same transceiver, hence the
+    // same receiver and track object, new SSRC): the feed that had this receiver before loses it.
+    for (const other of this.feeds.values()) {
+      if (other.feedId !== feedId && other.receiver === event.receiver) other._releaseTrack();
+    }
+    for (const [id, pending] of this._pendingTracks) {
+      if (id !== feedId && pending.receiver === event.receiver) this._pendingTracks.delete(id);
+    }
     const feed = this.feeds.get(feedId);
     if (feed) {
       feed._subscribing ??= Promise.resolve();
@@ -1359,6 +1586,39 @@ export class Session extends Emitter {
       console.warn("sfu: remote candidate rejected", error);
     }
   }
+}
+
+/** Resolves when a data channel opens; rejects if it closes first or does not open in time. */
+function opened(channel) {
+  if (channel.readyState === "open") return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new ConnectionError(`data channel ${channel.label} did not open`)),
+      REQUEST_TIMEOUT_MS);
+    const finish = (error) => {
+      clearTimeout(timer);
+      channel.removeEventListener("open", onOpen);
+      channel.removeEventListener("close", onClose);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onOpen = () => finish();
+    const onClose = () => finish(new ConnectionError(`data channel ${channel.label} closed`));
+    channel.addEventListener("open", onOpen);
+    channel.addEventListener("close", onClose);
+  });
+}
+
+/** Resolves when a channel's send buffer runs low again (or it closes). */
+function drained(channel) {
+  return new Promise((resolve) => {
+    const done = () => {
+      channel.removeEventListener("bufferedamountlow", done);
+      channel.removeEventListener("close", done);
+      resolve();
+    };
+    channel.addEventListener("bufferedamountlow", done);
+    channel.addEventListener("close", done);
+  });
 }
 
 function candidateWire(candidate) {

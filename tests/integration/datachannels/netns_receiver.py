@@ -15,7 +15,7 @@ import sys
 import orjson
 
 import client_sdk
-from client_sdk import DataReceived, UnknownEvent
+from client_sdk import DataReceived, DataReset
 from tests.integration.datachannels.support import verify
 
 
@@ -29,7 +29,7 @@ async def run(url: str, token: str, timeout_s: float) -> dict[str, object]:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 async for event in session.events():
-                    if isinstance(event, UnknownEvent) and event.type == "data_reset":
+                    if isinstance(event, DataReset) and event.reliable and event.dropped > 0:
                         resets += 1
                     if not isinstance(event, DataReceived) or not event.reliable:
                         continue

@@ -10,7 +10,7 @@ import struct
 from collections.abc import Callable
 
 import client_sdk
-from client_sdk.events import DataReceived, UnknownEvent
+from client_sdk.events import DataReceived, DataReset
 from sfu.session.data_relay import DataRelay
 from tests.support import Credentials, RunningServer, wait_until
 
@@ -37,7 +37,7 @@ class Inbox:
     def __init__(self, session: client_sdk.Session) -> None:
         self.session = session
         self.data: list[DataReceived] = []
-        self.resets: list[UnknownEvent] = []
+        self.resets: list[DataReset] = []
         self._stream = session.events()
         self._task = asyncio.create_task(self._run(), name=f"inbox-{session.uid}")
 
@@ -45,7 +45,7 @@ class Inbox:
         async for event in self._stream:
             if isinstance(event, DataReceived):
                 self.data.append(event)
-            elif isinstance(event, UnknownEvent) and event.type == "data_reset":
+            elif isinstance(event, DataReset):
                 self.resets.append(event)
 
     def payloads(self, *, reliable: bool | None = None, topic: str | None = None) -> list[bytes]:

@@ -62,6 +62,7 @@ async def test_the_wheel_holds_the_packages_and_its_console_script_runs_once_ins
         assert "sfu = sfu.cli:main" in archive.read(entry_points).decode()
         [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
         assert "Requires-Dist: aiortc==1.16.0" in archive.read(metadata).decode()
+        assert "Provides-Extra: redis" in archive.read(metadata).decode()  # the image installs pysfu[redis]
     for module in ("sfu/__init__.py", "sfu/py.typed", "sfu/cli.py", "sfu/media/bridge.py",
                    "sfu/signaling/health.py", "client_sdk/__init__.py", "loadtest/__init__.py"):
         assert module in names, module

@@ -34,7 +34,11 @@ async def test_a_five_second_load_of_one_publisher_and_five_subscribers_loses_no
     assert report.server_pps_out > 4 * report.server_pps_in > 0
     assert report.server_cpu_pct > 0 and report.server_cpu_us_per_packet > 0
     assert report.server_rss_bytes > 0 and not math.isnan(report.server_mbps_out)
-    assert "| 1 | 5 |" in table([report])
+    # arrival -> send, sampled 1 in 64 packets per receiver: ~144 pkt/s over 5 s gives about 11 samples
+    assert report.server_fwd_samples > 0
+    assert 0 < report.server_fwd_us_p50 <= report.server_fwd_us_p99
+    assert report.delivered_pct > 90
+    assert "| pysfu | 1 | 5 |" in table([report])
 
 
 async def _scrape(url: str) -> dict[str, float]:
@@ -76,6 +80,11 @@ async def test_metrics_parse_and_count_forwarded_packets_after_a_short_publish_a
         assert after["sfu_bytes_out_total{kind=video}"] > after["sfu_packets_out_total{kind=video}"] * 12
         assert after["sfu_packets_in_total{kind=video}"] >= after["sfu_packets_out_total{kind=video}"]
         assert after["sfu_event_loop_lag_max_seconds{}"] >= 0
+        assert after["sfu_udp_socket_buffer_bytes{direction=receive}"] > 256 * 1024  # above aioice's own
+        assert after["sfu_udp_socket_buffer_bytes{direction=send}"] > 0
+        histogram = "sfu_arrival_to_send_seconds"
+        assert after[f"{histogram}_bucket{{le=+Inf}}"] == after[f"{histogram}_count{{}}"] >= 1
+        assert after[f"{histogram}_sum{{}}"] > 0
 
 
 async def test_stats_needs_an_admin_token_and_mirrors_the_metrics(

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -24,6 +25,18 @@ from client_sdk.tokens import create_admin_token
 REPO = Path(__file__).resolve().parents[3]
 
 FFPROBE = shutil.which("ffprobe") or ("/usr/bin/ffprobe" if Path("/usr/bin/ffprobe").exists() else None)
+
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+def decode_errors(path: Path) -> str:
+    """What `ffmpeg -v error` says while decoding every frame of `path` ("" when it decodes cleanly)."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg is not installed (apt-get install ffmpeg)")
+    result = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-f", "null", "-"],
+                            capture_output=True, text=True, check=False)
+    return result.stderr + ("" if result.returncode == 0 else f"exit {result.returncode}")
 
 
 def require_ffprobe() -> str:

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 from aiortc import AudioStreamTrack, VideoStreamTrack
 
-from client_sdk import FeedPublished, FeedUnpublished, FeedUpdated, ParticipantLeft, RawFeed, Reconnected
+from client_sdk import (
+    FeedPublished,
+    FeedUnpublished,
+    FeedUpdated,
+    ParticipantLeft,
+    RawFeed,
+    Reconnected,
+    Reconnecting,
+)
 from sfu.signaling.ws import DISPATCHER_KEY
 from tests.integration.sdk.conftest import Sessions, TcpProxy
 from tests.support import Credentials, RunningServer, start_server
@@ -181,3 +189,34 @@ async def test_mute_and_unpublish_reach_the_other_participants(
     gone = await events.next(FeedUnpublished)
     assert gone.feed_id == video.feed_id
     assert not remote.active and video.feed_id not in bob.feeds_by_id
+
+
+async def test_a_server_shutdown_makes_the_sdk_rejoin_the_next_server_and_republish(tmp_path: Path) -> None:
+    """`closed {reason: "server_shutdown", reconnect: true}` is not the end: the SDK rejoins (a rolling
+    restart behind a load balancer, here a proxy re-pointed at the new server) and republishes."""
+    data_dir = tmp_path / "data"
+    proxy = TcpProxy(0)
+    await proxy.start()
+    opened = Sessions(proxy.url)
+    try:
+        async with start_server(data_dir) as first:
+            creds = await first.credentials()
+            proxy.target_port = first.port
+            alice = await opened.connect(token=creds.token("room", "alice"))
+            events = alice.events()
+            video = await alice.publish(ColorBars())
+            first_id = video.feed_id
+        await events.next(Reconnecting, timeout_s=10)
+        async with start_server(data_dir) as second:
+            proxy.target_port = second.port
+            reconnected = await events.next(Reconnected, timeout_s=30)
+            assert reconnected.resumed is False and not alice.closed
+            assert video.feed_id and video.feed_id != first_id
+            bob = await opened.connect(second.url, token=creds.token("room", "bob"), auto_subscribe=False)
+            assert video.feed_id in bob.feeds_by_id
+            remote = await bob.subscribe(video.feed_id)
+            async with asyncio.timeout(10):
+                assert isinstance(await remote.track.recv(), av.VideoFrame)
+    finally:
+        await opened.close_all()
+        await proxy.close()

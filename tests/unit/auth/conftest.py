@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,7 +8,8 @@ import pytest
 
 from sfu.auth.authenticator import Authenticator
 from sfu.auth.identity import Grants
-from sfu.store.sqlite import SqliteStore
+from sfu.store.base import Store
+from tests import store_backends
 
 NOW = 1_800_000_000.0
 
@@ -17,7 +18,7 @@ NOW = 1_800_000_000.0
 class Keys:
     """One client with a live HS256 secret key and a web-only key, plus an Authenticator at `NOW`."""
 
-    store: SqliteStore
+    store: Store
     auth: Authenticator
     cid: str
     key_id: str
@@ -26,16 +27,27 @@ class Keys:
     web_key_id: str
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "data")
-    await store.open()
-    yield store
-    await store.close()
+def pytest_configure(config: pytest.Config) -> None:
+    store_backends.configure(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    store_backends.parametrize_store(metafunc)  # every key check against SQLite and against Redis
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    yield from store_backends.redis_url_fixture()
 
 
 @pytest.fixture
-async def keys(store: SqliteStore) -> Keys:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with store_backends.open_store(request.param, tmp_path / "data", request) as store:
+        yield store
+
+
+@pytest.fixture
+async def keys(store: Store) -> Keys:
     client = await store.create_client("acme")
     key, secret = await store.create_secret_key(client.cid)
     assert secret is not None

@@ -127,3 +127,41 @@ def test_aiortc_senders_stop_their_track_when_they_end() -> None:
     from aiortc.rtcrtpsender import RTCRtpSender
 
     assert "self.__track.stop()" in inspect.getsource(RTCRtpSender._run_rtp)
+
+
+def test_rtp_router_registers_receivers_by_ssrc_once_and_routes_by_ssrc_first() -> None:
+    """rawtap.route_announced_ssrcs: a reused mid's new SSRCs are added to the router's table."""
+    from aiortc.rtcdtlstransport import RtpRouter
+
+    assert "self._rtp_router.register_receiver(" in inspect.getsource(RTCDtlsTransport._register_rtp_receiver)
+    assert "if not self.__started:" in inspect.getsource(RTCRtpReceiver.receive)
+    router = RtpRouter()
+    receiver, other = object(), object()
+    router.register_receiver(receiver, ssrcs=[1], payload_types=[97])  # type: ignore[arg-type]
+    router.register_receiver(other, ssrcs=[2], payload_types=[97])  # type: ignore[arg-type]
+    router.register_receiver(receiver, ssrcs=[3], payload_types=[])  # type: ignore[arg-type]
+    assert receiver in router.receivers and router.ssrc_table[3] is receiver
+    assert router.payload_type_table[97] == {receiver, other}
+    from aiortc.rtp import RtpPacket
+
+    assert router.route_rtp(RtpPacket(payload_type=97, ssrc=3)) is receiver
+    assert router.route_rtp(RtpPacket(payload_type=97, ssrc=4)) is None  # shared payload type: dropped
+
+
+def test_aiortc_reads_the_module_level_codec_table_when_it_negotiates() -> None:
+    """rawtap.install_negotiation_codecs: VP9 appended to `aiortc.codecs.CODECS` is offered and answered."""
+    from aiortc.codecs import CODECS
+    from aiortc.rtcpeerconnection import RTCPeerConnection
+
+    from client_sdk.rawtap import install_negotiation_codecs
+
+    assert "CODECS[transceiver.kind]" in inspect.getsource(RTCPeerConnection.createOffer)
+    install_negotiation_codecs()
+    install_negotiation_codecs()  # idempotent
+    vp9 = [c for c in CODECS["video"] if c.mimeType.lower() == "video/vp9"]
+    assert [c.parameters["profile-id"] for c in vp9] == ["0", "2"]
+    rtx_apts = {c.parameters.get("apt") for c in CODECS["video"] if c.mimeType.lower() == "video/rtx"}
+    assert {c.payloadType for c in vp9} <= rtx_apts
+    assert CODECS["video"][0].mimeType == "video/VP8"  # VP8 stays preferred
+    payload_types = [c.payloadType for c in CODECS["video"]]
+    assert len(payload_types) == len(set(payload_types))

@@ -90,3 +90,10 @@ def test_the_build_copies_every_package_of_the_project_and_keeps_state_out_of_th
     assert project["project"]["readme"] in copied
     for path in (".venv", ".git", "data", "test-artifacts"):
         assert ignored(path), path
+
+
+def test_the_image_installs_the_redis_extra_so_serve_redis_works() -> None:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("redis") for dep in extras["redis"])
+    assert any(re.search(r"\bpip wheel\b.*\"\.\[redis\]\"", run.args) for run in STAGES[0].all("RUN"))
+    assert any(re.search(r"\bpip install\b.*\"pysfu\[redis\]\"", run.args) for run in RUNTIME.all("RUN"))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loadtest.cli import _sweep, per_subscriber_bytes, write_sweep
-from loadtest.report import Report, build_report, table
+from loadtest.report import Report, build_report, histogram_delta, histogram_quantile, table
 from loadtest.runner import LoadConfig, parse_metrics, plan_workers
 
 
@@ -74,3 +75,41 @@ def test_sweep_argument_and_metrics_parsing() -> None:
     text = 'sfu_packets_out_total{kind="audio"} 2.0\nsfu_packets_out_total{kind="video"} 3.0\n'
     parsed = parse_metrics(text)
     assert parsed["sfu_packets_out_total"] == 5.0 and parsed['sfu_packets_out_total{kind="video"}'] == 3.0
+
+
+def test_arrival_to_send_quantiles_come_from_the_window_histogram() -> None:
+    def buckets(counts: list[float]) -> dict[str, float]:
+        bounds = ["1e-05", "0.0001", "0.001", "+Inf"]
+        cumulative = [sum(counts[: i + 1]) for i in range(len(counts))]
+        name = "sfu_arrival_to_send_seconds_bucket"
+        return {f'{name}{{le="{b}"}}': c for b, c in zip(bounds, cumulative, strict=True)}
+
+    before, after = buckets([5, 0, 0, 0]), buckets([5, 50, 50, 0])  # window: 50 in 10-100 us, 50 in 0.1-1 ms
+    window = histogram_delta(before, after, "sfu_arrival_to_send_seconds")
+    assert window[-1] == (math.inf, 100.0)
+    assert histogram_quantile(window, 0.5) == pytest.approx(100e-6)
+    assert histogram_quantile(window, 0.99) == pytest.approx(100e-6 + 900e-6 * 49 / 50)
+    assert math.isnan(histogram_quantile(histogram_delta(before, before, "sfu_arrival_to_send_seconds"), 0.5))
+    snaps = ([_snap(0)], [_snap(0, pub_packets=10, received=9)])
+    r = build_report(1, 1, 1, 1, snaps, (before, after), 1.0, [])
+    assert r.server_fwd_samples == 100 and r.server_fwd_us_p50 == pytest.approx(100.0)
+    assert r.delivered_pct == pytest.approx(90.0)
+
+
+def test_a_relay_report_counts_forwarded_packets_at_the_subscribers() -> None:
+    end = [_snap(0, pub_packets=50, received=200)]
+    m0, m1 = {"process_cpu_seconds_total": 1.0}, {"process_cpu_seconds_total": 1.2}
+    r = build_report(1, 4, 1, 1, ([_snap(0)], end), (m0, m1), 1.0, [], target="aiortc-relay")
+    assert r.server_pps_out == 200 and r.server_cpu_us_per_packet == pytest.approx(1000.0)
+    assert r.delivered_pct == pytest.approx(100.0) and "| aiortc-relay | 1 | 4 |" in table([r])
+
+
+def test_a_compared_sweep_plots_one_line_per_server_and_takes_memory_from_pysfu(tmp_path: Path) -> None:
+    sfu = [_report(1, 100e6), _report(51, 150e6)]
+    relay = [replace(r, target="aiortc-relay", server_rss_bytes=900e6) for r in sfu]
+    reports = [sfu[0], relay[0], sfu[1], relay[1]]
+    json_path, png_path = write_sweep(tmp_path, "subscribers", "python -m loadtest --sweep", reports)
+    body = json.loads(json_path.read_text())
+    assert [p["target"] for p in body["points"]] == ["sfu", "aiortc-relay", "sfu", "aiortc-relay"]
+    assert body["rss_per_subscriber_bytes"] == pytest.approx(1e6)
+    assert png_path.read_bytes().startswith(b"\x89PNG")

@@ -111,3 +111,72 @@ def test_aioice_starts_consent_checks_through_an_instance_lookup() -> None:
     source = inspect.getsource(Connection.connect)
     assert "self.query_consent()" in source
     assert "self._connection" in inspect.getsource(RTCIceTransport.__init__)
+
+
+def test_codec_table_is_read_at_negotiation_time_and_vp9_is_matched_by_name() -> None:
+    """bridge.install_forward_only_codecs appends VP9 to `aiortc.codecs.CODECS` for negotiation only."""
+    import aiortc.rtcpeerconnection as rtcpeerconnection
+    from aiortc import RTCRtpCodecParameters
+
+    assert rtcpeerconnection.CODECS is CODECS  # type: ignore[attr-defined]
+    assert "CODECS[media.kind]" in inspect.getsource(RTCPeerConnection.setRemoteDescription)
+    assert "CODECS[transceiver.kind][:]" in inspect.getsource(RTCPeerConnection.createOffer)
+    bridge.install_forward_only_codecs()
+    bridge.install_forward_only_codecs()  # idempotent
+    vp9 = [c for c in CODECS["video"] if c.mimeType == "video/VP9"]
+    assert [c.parameters for c in vp9] == [{"profile-id": "0"}, {"profile-id": "2"}]
+    pts = [c.payloadType for c in CODECS["video"]]
+    assert len(pts) == len(set(pts)) and all(pt is not None and 96 <= pt <= 127 for pt in pts)
+    profile_2 = RTCRtpCodecParameters(mimeType="video/VP9", clockRate=90000, payloadType=100)
+    assert rtcpeerconnection.is_codec_compatible(vp9[0], profile_2)  # hence sdp._mirror_vp9_profile
+
+
+# --- UDP socket buffers and the STUN parse guard (loadtest issue 9) ---
+
+
+def _stun_with_truncated_attribute() -> bytes:
+    """A Binding request whose ICE-CONTROLLED attribute (8 bytes) carries only 4: aioice's unpack fails."""
+    import struct
+
+    attribute = struct.pack("!HH", 0x8029, 8) + b"\x00" * 4
+    return struct.pack("!HHI12s", 0x0001, len(attribute), 0x2112A442, b"t" * 12) + attribute
+
+
+def test_stun_parse_guard_turns_aioice_struct_errors_into_value_errors() -> None:
+    import struct
+
+    import aioice.stun
+    import aioice.turn
+
+    # aioice looks the parser up on its stun module per datagram (ICE and TURN), and only catches ValueError
+    assert "stun.parse_message(data)" in inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+    assert "stun.parse_message(data)" in inspect.getsource(aioice.turn)
+    assert "except ValueError:" in inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+    bad = _stun_with_truncated_attribute()
+    original = bridge._original_parse_message or aioice.stun.parse_message
+    with pytest.raises(struct.error):
+        original(bad)
+    bridge.install_stun_parse_guard()
+    bridge.install_stun_parse_guard()  # idempotent
+    with pytest.raises(ValueError, match="malformed STUN"):
+        aioice.stun.parse_message(bad)
+    rtp = bytes([0x80, 0x60]) + (100 - 20).to_bytes(2, "big") + bytes(96)  # seq == length - 20
+    with pytest.raises(ValueError, match="RFC 7983"):
+        aioice.stun.parse_message(rtp)
+    good = aioice.stun.Message(aioice.stun.Method.BINDING, aioice.stun.Class.REQUEST)
+    assert aioice.stun.parse_message(bytes(good)).transaction_id == good.transaction_id
+
+
+async def test_udp_buffers_are_set_on_every_ice_socket_and_reported() -> None:
+    pc = bridge.new_peer_connection()
+    pc.addTransceiver("audio")
+    with bridge.ice_hosts_scope(["127.0.0.1"]):
+        await pc.setLocalDescription(await pc.createOffer())
+    dtls = pc.getTransceivers()[0].sender.transport
+    assert dtls.transport._connection._protocols  # one StunProtocol per host candidate
+    small = bridge.set_udp_buffers(dtls, 64 * 1024)
+    assert small[1] >= 64 * 1024  # Linux reports double the granted size
+    large = bridge.set_udp_buffers(dtls, 1024 * 1024)
+    assert large[1] > small[1]
+    assert large[0] == small[0] > 0  # the receive side keeps aioice's size (see set_udp_buffers)
+    await bridge.close_peer_connection(pc)

@@ -241,3 +241,26 @@ def test_a_forwarder_answered_after_the_layers_started_still_gets_them() -> None
     head.set_active_layers(0b111, 0)  # during the subscriber's SDP round trip: f is not attached yet
     head.add_forwarder(f)
     assert f.selector.target_layer == 2
+
+
+def test_nacks_across_a_switch_are_answered_from_the_right_layer_once_per_gap() -> None:
+    head = simulcast_feed()
+    sink = FakeSink()
+    f = Forwarder(head, sink, mid="1", ssrc=777, payload_type=96, initial_seq=100, initial_ts=5)
+    head.add_forwarder(f)
+    pub = Publisher(head, (10, 20_000, 40_000))
+    pub.frame_out({0, 1, 2})  # starts on f
+    pub.frame_out(set())
+    f.set_max_layer(0, pub.frame * 33 * MS)
+    pub.frame_out({0})  # switch down to q
+    pub.frame_out(set())
+    sent = {struct.unpack_from("!H", p, 2)[0]: p for p in sink.sent}
+    before, after = 101, 105  # a packet of f (before the switch) and one of q (after it)
+    assert struct.unpack_from("!I", sent[before], 8)[0] == 777
+    sink.sent.clear()
+    assert f.retransmit([before, after]) == 2
+    # a plain retransmission (no RTX negotiated) is the packet as first sent: same seq, ts and payload
+    assert sorted(sink.sent) == sorted([sent[before], sent[after]])
+    # the subscriber repeats its NACK within an RTT: the first answer may still be on its way
+    assert f.retransmit([before, after]) == 0
+    assert f.retransmit([99]) == 0 and f.drops[DropReason.NACK_MISS] == 1  # never sent: a miss

@@ -92,7 +92,7 @@ async def record(
         receiver.on_rtp(packet, time.monotonic_ns())
     await recorder.finish()
     await asyncio.sleep(0)  # the worker's calls to the listener run on the loop
-    assert recorder not in receiver.forwarders  # type: ignore[comparison-overlap]
+    assert recorder not in receiver.forwarders
     return recorder, listener
 
 
@@ -117,7 +117,7 @@ async def test_h264_from_stap_a_and_fu_a_is_remuxed_to_a_decodable_matroska_file
     path = tmp_path / "f_1.mkv"
     recorder, listener = await record(clip, path, rtp_packets(clip))
     assert listener.opened == 1 and listener.errors == []
-    assert recorder.stats.frames == len(clip.frames)
+    assert recorder.file_stats.frames == len(clip.frames)
     assert decode_errors(path) == ""
     codec, times = demux(path)
     assert codec == "h264" and len(times) == len(clip.frames)
@@ -132,9 +132,9 @@ async def test_vp8_after_a_lost_packet_resumes_at_the_next_key_frame_and_decodes
     path = tmp_path / "f_1.webm"
     recorder, listener = await record(clip, path, [p for i, p in enumerate(packets) if i != lost])
     assert listener.errors == []
-    assert recorder.stats.frames == len(clip.frames) - 20
-    assert recorder.stats.drops["lost_packets"] == 1
-    assert recorder.stats.drops["waiting_for_key_frame"] + recorder.stats.drops["incomplete"] == 20
+    assert recorder.file_stats.frames == len(clip.frames) - 20
+    assert recorder.file_stats.drops["lost_packets"] == 1
+    assert recorder.file_stats.drops["waiting_for_key_frame"] + recorder.file_stats.drops["incomplete"] == 20
     assert decode_errors(path) == ""
     _codec, times = demux(path)
     assert times[40] == pytest.approx(60 / 30, abs=0.002)  # the gap is kept: timestamps come from RTP
@@ -145,14 +145,14 @@ async def test_an_unwritable_file_fails_the_recorder_and_tells_its_listener(tmp_
     path = tmp_path / "missing-directory" / "f_1.webm"
     recorder, listener = await record(clip, path, rtp_packets(clip))
     assert recorder.failed and len(listener.errors) == 1
-    assert recorder.stats.error == listener.errors[0] and "no such file" in listener.errors[0]
+    assert recorder.file_stats.error == listener.errors[0] and "no such file" in listener.errors[0]
 
 
 async def test_vp9_frames_are_remuxed_to_a_decodable_webm_file(tmp_path: Path) -> None:
     frames = encode_vp9(320, 240, 45)
     path = tmp_path / "f_1.webm"
     recorder, listener = await record(None, path, vp9_rtp_packets(frames))
-    assert listener.errors == [] and recorder.stats.frames == len(frames)
+    assert listener.errors == [] and recorder.file_stats.frames == len(frames)
     assert decode_errors(path) == ""
     codec, times = demux(path)
     assert codec == "vp9" and len(times) == len(frames)

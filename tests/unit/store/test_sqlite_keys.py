@@ -22,7 +22,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-async def test_clients_are_created_found_and_listed(store: SqliteStore) -> None:
+async def test_clients_are_created_found_and_listed(store: Store) -> None:
     acme = await store.create_client("acme")
     beta = await store.create_client("beta")
     assert acme.cid.startswith("c_") and acme.cid != beta.cid
@@ -32,20 +32,20 @@ async def test_clients_are_created_found_and_listed(store: SqliteStore) -> None:
     assert [c.name for c in await store.list_clients()] == ["acme", "beta"]
 
 
-async def test_a_client_name_is_unique(store: SqliteStore) -> None:
+async def test_a_client_name_is_unique(store: Store) -> None:
     await store.create_client("acme")
     with pytest.raises(Conflict, match="already exists"):
         await store.create_client("acme")
 
 
-async def test_keys_need_an_existing_client(store: SqliteStore) -> None:
+async def test_keys_need_an_existing_client(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.create_secret_key("c_missing")
     with pytest.raises(NotFound):
         await store.create_web_key("c_missing", ("https://example.com",), Grants())
 
 
-async def test_a_secret_key_has_the_documented_shapes(store: SqliteStore) -> None:
+async def test_a_secret_key_has_the_documented_shapes(store: Store) -> None:
     client = await store.create_client("acme")
     record, secret = await store.create_secret_key(client.cid)
     assert record.key_id.startswith("k_") and record.type == "secret" and record.algorithm == "HS256"
@@ -54,7 +54,7 @@ async def test_a_secret_key_has_the_documented_shapes(store: SqliteStore) -> Non
     assert await store.get_key(record.key_id) == record
 
 
-async def test_a_web_key_is_found_by_its_value_only(store: SqliteStore) -> None:
+async def test_a_web_key_is_found_by_its_value_only(store: Store) -> None:
     client = await store.create_client("acme")
     record, value = await store.create_web_key(
         client.cid, ("https://Example.com:443",), Grants(record=True), 3
@@ -77,14 +77,14 @@ async def test_a_web_key_is_found_by_its_value_only(store: SqliteStore) -> None:
     ],
 )
 async def test_web_key_creation_validates_its_fields(
-    store: SqliteStore, origins: tuple[str, ...], grants: Grants, max_participants: int | None, message: str
+    store: Store, origins: tuple[str, ...], grants: Grants, max_participants: int | None, message: str
 ) -> None:
     client = await store.create_client("acme")
     with pytest.raises(BadRequest, match=message):
         await store.create_web_key(client.cid, origins, grants, max_participants)
 
 
-async def test_a_revoked_key_is_listed_as_revoked_and_has_no_secret(store: SqliteStore) -> None:
+async def test_a_revoked_key_is_listed_as_revoked_and_has_no_secret(store: Store) -> None:
     client = await store.create_client("acme")
     record, _ = await store.create_secret_key(client.cid)
     web, value = await store.create_web_key(client.cid, ("https://example.com",), Grants())
@@ -98,7 +98,7 @@ async def test_a_revoked_key_is_listed_as_revoked_and_has_no_secret(store: Sqlit
     assert [k.revoked for k in await store.list_keys(client.cid)] == [True, True]
 
 
-async def test_keys_are_listed_per_client(store: SqliteStore) -> None:
+async def test_keys_are_listed_per_client(store: Store) -> None:
     acme = await store.create_client("acme")
     beta = await store.create_client("beta")
     a, _ = await store.create_secret_key(acme.cid)
@@ -130,8 +130,9 @@ async def test_a_new_data_dir_is_created_with_mode_0700(tmp_path: Path) -> None:
     assert mode(tmp_path / "a" / "b") == 0o700
 
 
+@pytest.mark.sqlite_only
 async def test_the_raw_database_holds_neither_the_secret_nor_the_web_key(
-    store: SqliteStore, data_dir: Path
+    store: Store, data_dir: Path
 ) -> None:
     client = await store.create_client("acme")
     _, secret = await store.create_secret_key(client.cid)
@@ -151,7 +152,8 @@ def tamper(data_dir: Path, sql: str, *params: object) -> None:
     db.close()
 
 
-async def test_an_edited_origins_row_makes_the_key_invalid(store: SqliteStore, data_dir: Path) -> None:
+@pytest.mark.sqlite_only
+async def test_an_edited_origins_row_makes_the_key_invalid(store: Store, data_dir: Path) -> None:
     client = await store.create_client("acme")
     record, value = await store.create_web_key(client.cid, ("https://example.com",), Grants())
     await store.close()
@@ -162,6 +164,7 @@ async def test_an_edited_origins_row_makes_the_key_invalid(store: SqliteStore, d
     assert await store.list_keys(client.cid) == []
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     ("column", "new_value"),
     [
@@ -176,7 +179,7 @@ async def test_an_edited_origins_row_makes_the_key_invalid(store: SqliteStore, d
     ],
 )
 async def test_any_edit_of_a_signed_key_column_makes_the_key_invalid(
-    store: SqliteStore, data_dir: Path, column: str, new_value: object
+    store: Store, data_dir: Path, column: str, new_value: object
 ) -> None:
     client = await store.create_client("acme")
     other = await store.create_client("other")
@@ -190,7 +193,8 @@ async def test_any_edit_of_a_signed_key_column_makes_the_key_invalid(
     assert await store.find_web_key(value) is None
 
 
-async def test_a_secret_moved_to_another_key_row_does_not_decrypt(store: SqliteStore, data_dir: Path) -> None:
+@pytest.mark.sqlite_only
+async def test_a_secret_moved_to_another_key_row_does_not_decrypt(store: Store, data_dir: Path) -> None:
     client = await store.create_client("acme")
     a, _ = await store.create_secret_key(client.cid)
     b, _ = await store.create_secret_key(client.cid)
@@ -206,8 +210,9 @@ async def test_a_secret_moved_to_another_key_row_does_not_decrypt(store: SqliteS
     assert await store.key_secret(b.key_id) is None
 
 
+@pytest.mark.sqlite_only
 async def test_a_copied_database_without_master_key_refuses_to_open(
-    store: SqliteStore, data_dir: Path
+    store: Store, data_dir: Path
 ) -> None:
     client = await store.create_client("acme")
     await store.create_secret_key(client.cid)
@@ -217,8 +222,9 @@ async def test_a_copied_database_without_master_key_refuses_to_open(
         await SqliteStore(data_dir).open()
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_under_another_master_key_yields_no_usable_key(
-    store: SqliteStore, data_dir: Path
+    store: Store, data_dir: Path
 ) -> None:
     client = await store.create_client("acme")
     record, _ = await store.create_secret_key(client.cid)
@@ -231,7 +237,7 @@ async def test_a_database_under_another_master_key_yields_no_usable_key(
     assert await store.get_key(web.key_id) is None
 
 
-async def test_webhooks_are_scoped_to_their_client(store: SqliteStore) -> None:
+async def test_webhooks_are_scoped_to_their_client(store: Store) -> None:
     acme = await store.create_client("acme")
     beta = await store.create_client("beta")
     key, _ = await store.create_secret_key(acme.cid)
@@ -244,7 +250,7 @@ async def test_webhooks_are_scoped_to_their_client(store: SqliteStore) -> None:
     assert await store.list_webhooks(acme.cid) == []
 
 
-async def test_a_webhook_needs_an_http_url_and_a_live_key_of_its_client(store: SqliteStore) -> None:
+async def test_a_webhook_needs_an_http_url_and_a_live_key_of_its_client(store: Store) -> None:
     acme = await store.create_client("acme")
     beta = await store.create_client("beta")
     key, _ = await store.create_secret_key(acme.cid)

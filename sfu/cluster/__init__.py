@@ -1,0 +1,1 @@
+"""Scale-out: a front process relaying signaling to worker processes (`sfu serve --workers N`)."""
