@@ -1,14 +1,24 @@
-"""The storage interface: what a Redis or Postgres store would implement besides the SQLite one."""
+"""The storage interface: what a Redis or Postgres store would implement besides the SQLite one, and the
+rules every store applies the same way (ids, limits, input checks). Key material: sfu/store/keyseal.py."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from sfu.auth.identity import Grants
+from sfu.errors import BadRequest, NotFound
 
 KeyType = Literal["secret", "web_only"]
 KeyAlgorithm = Literal["HS256", "ES256", "EdDSA"]
+
+HISTORY_PER_PIPELINE = 1000
+MAX_PAGE = 1000
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,3 +178,32 @@ class Store(Protocol):
     async def interrupt_recordings(self) -> int:
         """At startup: recordings still marked running were cut by a crash; marks them interrupted."""
         ...
+
+
+# rules shared by the stores
+
+
+def check_client_name(name: str) -> None:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise BadRequest("client name must be 1-200 characters")
+
+
+async def require_client(store: Store, cid: str) -> None:
+    if await store.get_client(cid) is None:
+        raise NotFound(f"client {cid!r} not found")
+
+
+def check_webhook_url(url: str) -> None:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
+        raise BadRequest("webhook url must be an http:// or https:// url")
+
+
+def check_webhook_key(key: KeyRecord | None, cid: str) -> None:
+    """Deliveries are signed with the key's secret: it must be a live HS256 secret key of `cid`."""
+    if key is None or key.cid != cid or key.type != "secret" or key.algorithm != "HS256" or key.revoked:
+        raise BadRequest("webhook key must be a live HS256 secret key of the same client")
+
+
+def page_limit(limit: int) -> int:
+    """`list_messages`' limit clamped to 1..MAX_PAGE."""
+    return max(1, min(int(limit), MAX_PAGE))

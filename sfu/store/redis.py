@@ -3,10 +3,10 @@
 Every node of a cluster reads the same clients, keys, webhooks, persisted pipeline messages and recording
 metadata, so any node verifies any token and sees a revocation at once (nothing is cached).
 
-Secrets are protected exactly as in the SQLite store, by `master.key` in each node's data directory
-(the same 32 bytes on every node: copy the first node's file): HS256 secrets are encrypted with it
-(AES-GCM, the key_id as associated data), web-only key values are stored only as an HMAC, and every key
-carries a MAC over what decides access. Whoever reads or edits Redis alone therefore gets no usable
+Secrets are protected exactly as in the SQLite store (sfu/store/keyseal.py), by `master.key` in each
+node's data directory (the same 32 bytes on every node: copy the first node's file): HS256 secrets are
+encrypted with it, web-only key values are stored only as an HMAC, and every key carries a MAC over what
+decides access. Whoever reads or edits Redis alone therefore gets no usable
 secret and cannot widen a key. Redis also keeps an HMAC of the master key itself (`meta`), so a node
 started with a different `master.key` refuses to start instead of treating every key as tampered.
 
@@ -20,11 +20,9 @@ A group is the JSON array `[cid, session, pipeline]`, so no name can collide wit
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
-import secrets
 import socket
 import time
 from dataclasses import replace
@@ -33,29 +31,26 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.exceptions import RedisError
 
 from sfu.auth.identity import Grants
-from sfu.auth.keys import normalize_origin_patterns
-from sfu.errors import BadRequest, Conflict, NotFound
+from sfu.errors import Conflict
 from sfu.store.base import (
+    HISTORY_PER_PIPELINE,
     ClientRecord,
     KeyAlgorithm,
     KeyRecord,
     RecordingRecord,
     StoredMessage,
     WebhookRecord,
-)
-from sfu.store.sqlite import (
-    ALGORITHMS,
-    HISTORY_PER_PIPELINE,
-    MAX_PAGE,
-    check_public_key,
-    load_master_key,
+    check_client_name,
+    check_webhook_key,
+    check_webhook_url,
     new_id,
+    page_limit,
+    require_client,
 )
+from sfu.store.keyseal import KeySeal, check_algorithm, load_master_key
 
 log = logging.getLogger("sfu.store")
 
@@ -104,11 +99,6 @@ return dropped
 """
 
 
-def master_check(master: bytes) -> bytes:
-    """What Redis keeps to recognize the master key (an HMAC under it, never the key)."""
-    return hmac.new(master, b"sfu-master-check", hashlib.sha256).digest()
-
-
 def default_owner(data_dir: Path) -> str:
     """Whose running recordings `interrupt_recordings` may mark: this host's data directory."""
     return f"{socket.gethostname()}:{Path(data_dir).resolve()}"
@@ -132,7 +122,7 @@ class RedisStore:
         self.prefix = prefix
         self.owner = owner or default_owner(self.data_dir)
         self._redis: aioredis.Redis | None = None
-        self._master = b""
+        self._keyseal: KeySeal | None = None
         self._append: Any = None
         self._prune: Any = None
 
@@ -146,7 +136,7 @@ class RedisStore:
         client = aioredis.Redis.from_url(self.url, decode_responses=False)
         try:
             await client.ping()
-            self._master = await self._load_master(client)
+            self._keyseal = await self._load_master(client)
         except RedisError as exc:
             await client.aclose()
             raise RuntimeError(f"cannot use Redis at {self.url}: {exc}") from None
@@ -157,28 +147,28 @@ class RedisStore:
         self._prune = client.register_script(_PRUNE_LUA)
         self._redis = client
 
-    async def _load_master(self, client: aioredis.Redis) -> bytes:
+    async def _load_master(self, client: aioredis.Redis) -> KeySeal:
         meta = self.prefix + "meta"
         known = await client.hget(meta, "master_check")
         path = self.data_dir / "master.key"
         if known is None:
-            master = load_master_key(self.data_dir, create=True)
-            if await client.hsetnx(meta, "master_check", master_check(master)):
+            keyseal = KeySeal(load_master_key(self.data_dir, create=True))
+            if await client.hsetnx(meta, "master_check", keyseal.master_check()):
                 log.info("initialized the shared store at %s (prefix %r)", self.url, self.prefix)
-                return master
+                return keyseal
             known = await client.hget(meta, "master_check")  # another node initialized it meanwhile
         elif not path.exists():
             raise RuntimeError(
                 f"{path} is missing: the keys in Redis ({self.url}) were written under another node's "
                 "master.key; copy that file here (mode 0600)"
             )
-        master = load_master_key(self.data_dir, create=False)
-        if not hmac.compare_digest(master_check(master), _bytes(known or b"")):
+        keyseal = KeySeal(load_master_key(self.data_dir, create=False))
+        if not hmac.compare_digest(keyseal.master_check(), _bytes(known or b"")):
             raise RuntimeError(
                 f"{path} is not the master.key the keys in Redis ({self.url}) were written with; "
                 "every node of a cluster needs the same file"
             )
-        return master
+        return keyseal
 
     async def close(self) -> None:
         client, self._redis = self._redis, None
@@ -191,14 +181,19 @@ class RedisStore:
             raise RuntimeError("store is not open")
         return self._redis
 
+    @property
+    def keyseal(self) -> KeySeal:
+        if self._keyseal is None:
+            raise RuntimeError("store is not open")
+        return self._keyseal
+
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
     # clients
 
     async def create_client(self, name: str) -> ClientRecord:
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise BadRequest("client name must be 1-200 characters")
+        check_client_name(name)
         record = ClientRecord(new_id("c"), name, time.time())
         r = self.redis
         if not await r.hsetnx(self._k("client-names"), name, record.cid):
@@ -230,39 +225,18 @@ class RedisStore:
     async def create_secret_key(
         self, cid: str, algorithm: KeyAlgorithm = "HS256", public_key: str | None = None
     ) -> tuple[KeyRecord, str | None]:
-        if algorithm not in ALGORITHMS:
-            raise BadRequest(f"algorithm must be one of {', '.join(ALGORITHMS)}")
-        await self._require_client(cid)
-        key_id = new_id("k")
-        secret: str | None = None
-        secret_enc: bytes | None = None
-        if algorithm == "HS256":
-            if public_key is not None:
-                raise BadRequest("an HS256 key has no public key")
-            secret = "sk_" + secrets.token_urlsafe(32)
-            nonce = secrets.token_bytes(12)
-            secret_enc = nonce + AESGCM(self._master).encrypt(nonce, secret.encode(), key_id.encode())
-        elif public_key is None:
-            raise BadRequest(f"an {algorithm} key needs a public key (PEM)")
-        else:
-            public_key = check_public_key(algorithm, public_key)
-        record = KeyRecord(key_id, cid, "secret", algorithm, public_key=public_key, created_at=time.time())
+        check_algorithm(algorithm)
+        await require_client(self, cid)
+        record, secret, secret_enc = self.keyseal.new_secret_key(cid, algorithm, public_key)
         await self._insert_key(record, secret_enc=secret_enc, value_hash=None)
         return record, secret
 
     async def create_web_key(
         self, cid: str, origins: tuple[str, ...], grants: Grants, max_participants: int | None = None
     ) -> tuple[KeyRecord, str]:
-        if grants.admin:
-            raise BadRequest("a web-only key cannot grant admin")
-        if max_participants is not None and (type(max_participants) is not int or max_participants < 1):
-            raise BadRequest("max_participants must be a positive integer")
-        origins = normalize_origin_patterns(origins)
-        await self._require_client(cid)
-        value = "wk_" + secrets.token_urlsafe(24)
-        record = KeyRecord(new_id("k"), cid, "web_only", "HS256", origins, grants, max_participants,
-                           created_at=time.time())
-        await self._insert_key(record, secret_enc=None, value_hash=self._value_hash(value))
+        record, value, value_hash = self.keyseal.new_web_key(cid, origins, grants, max_participants)
+        await require_client(self, cid)
+        await self._insert_key(record, secret_enc=None, value_hash=value_hash)
         return record, value
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
@@ -274,15 +248,10 @@ class RedisStore:
         record = self._key_from_hash(key_id, row) if row else None
         if record is None or record.revoked or record.algorithm != "HS256" or record.type != "secret":
             return None
-        blob = row.get(b"secret_enc", b"")
-        try:
-            return AESGCM(self._master).decrypt(blob[:12], blob[12:], key_id.encode())
-        except (InvalidTag, ValueError):
-            log.warning("secret of key %s does not decrypt with master.key; treated as invalid", key_id)
-            return None
+        return self.keyseal.unseal(key_id, row.get(b"secret_enc", b""))
 
     async def find_web_key(self, key_value: str) -> KeyRecord | None:
-        value_hash = self._value_hash(key_value)
+        value_hash = self.keyseal.value_hash(key_value)
         key_id = await self._get(self._k("webkey", value_hash.hex()))
         if key_id is None:
             return None
@@ -303,7 +272,7 @@ class RedisStore:
             return False
         revoked = replace(record, revoked=True)
         await self.redis.hset(self._k("key", key_id),
-                              mapping={"row": _key_row(revoked), "mac": self._key_mac(revoked)})
+                              mapping={"row": _key_row(revoked), "mac": self.keyseal.mac(revoked)})
         return True
 
     # data pipelines
@@ -341,7 +310,7 @@ class RedisStore:
         after: int | None = None,
         limit: int = 50,
     ) -> list[StoredMessage]:
-        limit = max(1, min(int(limit), MAX_PAGE))
+        limit = page_limit(limit)
         low = f"({int(after)}" if after is not None else "-inf"
         high = f"({int(before)}" if before is not None else "+inf"
         raw = await self.redis.zrangebyscore(self._k("msgs", self._group(cid, session, pipeline)), low, high)
@@ -375,11 +344,8 @@ class RedisStore:
     # webhooks
 
     async def add_webhook(self, cid: str, url: str, key_id: str) -> WebhookRecord:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
-            raise BadRequest("webhook url must be an http:// or https:// url")
-        key = await self.get_key(key_id)
-        if key is None or key.cid != cid or key.type != "secret" or key.algorithm != "HS256" or key.revoked:
-            raise BadRequest("webhook key must be a live HS256 secret key of the same client")
+        check_webhook_url(url)
+        check_webhook_key(await self.get_key(key_id), cid)
         record = WebhookRecord(new_id("wh"), cid, url, key_id, time.time())
         async with self.redis.pipeline(transaction=True) as tx:
             tx.hset(self._k("webhook", record.webhook_id),
@@ -486,23 +452,10 @@ class RedisStore:
 
     # internals
 
-    async def _require_client(self, cid: str) -> None:
-        if await self.get_client(cid) is None:
-            raise NotFound(f"client {cid!r} not found")
-
-    def _value_hash(self, value: str) -> bytes:
-        return hmac.new(self._master, b"web-key\0" + value.encode(), hashlib.sha256).digest()
-
-    def _key_mac(self, record: KeyRecord) -> bytes:
-        """The same MAC as the SQLite store's, over what decides access."""
-        signed = [record.key_id, record.cid, record.type, record.algorithm, list(record.origins),
-                  record.grants.to_wire(), record.max_participants, record.public_key, record.revoked]
-        return hmac.new(self._master, b"key-row\0" + orjson.dumps(signed), hashlib.sha256).digest()
-
     async def _insert_key(
         self, record: KeyRecord, *, secret_enc: bytes | None, value_hash: bytes | None
     ) -> None:
-        fields: dict[str, str | bytes] = {"row": _key_row(record), "mac": self._key_mac(record)}
+        fields: dict[str, str | bytes] = {"row": _key_row(record), "mac": self.keyseal.mac(record)}
         if secret_enc is not None:
             fields["secret_enc"] = secret_enc
         if value_hash is not None:
@@ -516,18 +469,12 @@ class RedisStore:
 
     def _key_from_hash(self, key_id: str, row: dict[bytes, bytes]) -> KeyRecord | None:
         """The record if its MAC verifies under master.key; a tampered entry is logged and ignored."""
-        try:
+        def read() -> tuple[Any, ...]:
             body = orjson.loads(row[b"row"])
-            record = KeyRecord(key_id, body["cid"], body["type"], body["algorithm"], tuple(body["origins"]),
-                               Grants.from_wire(body["grants"]), body["max_participants"], body["public_key"],
-                               bool(body["revoked"]), float(body["created_at"]))
-            valid = hmac.compare_digest(self._key_mac(record), row.get(b"mac", b""))
-        except (KeyError, ValueError, TypeError, BadRequest, orjson.JSONDecodeError):
-            valid = False
-        if not valid:
-            log.warning("key %s fails its integrity check (edited outside the server?), ignored", key_id)
-            return None
-        return record
+            return (body["cid"], body["type"], body["algorithm"], body["origins"], body["grants"],
+                    body["max_participants"], body["public_key"], body["revoked"], body["created_at"])
+
+        return self.keyseal.open_record(key_id, read, row.get(b"mac", b""))
 
 
 def _bytes(value: object) -> bytes:

@@ -1,19 +1,15 @@
 """The embedded store: one SQLite file in WAL mode, short transactions run directly on the event loop.
 
-Secrets are protected by `master.key`, 32 random bytes kept next to (never inside) the database: HS256
-secrets are encrypted with it (AES-GCM, the key_id as associated data), web-only key values are stored
-only as an HMAC, and every key row carries a MAC over what decides access (type, algorithm, origins,
-grants, limits, public key, revoked). A copied or edited database file alone therefore neither yields a
-usable secret nor lets anyone widen a key; a row whose MAC fails is treated as if it did not exist.
+Secrets are protected by `master.key`, 32 random bytes kept next to (never inside) the database, as
+sfu/store/keyseal.py does for every store: HS256 secrets are encrypted with it, web-only key values are
+stored only as an HMAC, and every key row carries a MAC over what decides access. A copied or edited
+database file alone therefore neither yields a usable secret nor lets anyone widen a key; a row whose
+MAC fails is treated as if it did not exist.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import logging
 import os
-import secrets
 import sqlite3
 import time
 from dataclasses import replace
@@ -21,70 +17,26 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from sfu.auth.identity import Grants
-from sfu.auth.keys import normalize_origin_patterns
-from sfu.errors import BadRequest, Conflict, NotFound
+from sfu.errors import Conflict
 from sfu.store.base import (
+    HISTORY_PER_PIPELINE,
     ClientRecord,
     KeyAlgorithm,
     KeyRecord,
     RecordingRecord,
     StoredMessage,
     WebhookRecord,
+    check_client_name,
+    check_webhook_key,
+    check_webhook_url,
+    new_id,
+    page_limit,
+    require_client,
 )
+from sfu.store.keyseal import KeySeal, check_algorithm, load_master_key
 from sfu.store.schema import migrate
-
-log = logging.getLogger("sfu.store")
-
-HISTORY_PER_PIPELINE = 1000
-MAX_PAGE = 1000
-MASTER_KEY_BYTES = 32
-ALGORITHMS: tuple[KeyAlgorithm, ...] = ("HS256", "ES256", "EdDSA")
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
-
-
-def load_master_key(data_dir: Path, *, create: bool) -> bytes:
-    """Reads `master.key`, creating it (mode 0600, 32 random bytes) only along with a new database."""
-    path = data_dir / "master.key"
-    if not create and not path.exists():
-        raise RuntimeError(f"{path} is missing: the keys in {data_dir / 'sfu.db'} cannot be used without it")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_master_key(path)
-    key = secrets.token_bytes(MASTER_KEY_BYTES)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    return key
-
-
-def _read_master_key(path: Path) -> bytes:
-    os.chmod(path, 0o600)
-    key = path.read_bytes()
-    if len(key) != MASTER_KEY_BYTES:
-        raise RuntimeError(f"{path} is corrupt: expected {MASTER_KEY_BYTES} bytes, found {len(key)}")
-    return key
-
-
-def check_public_key(algorithm: KeyAlgorithm, pem: str) -> str:
-    """The PEM if it is a public key usable with `algorithm`, else BadRequest."""
-    try:
-        key = load_pem_public_key(pem.encode())
-    except (ValueError, TypeError):
-        raise BadRequest("public key is not a PEM public key") from None
-    if algorithm == "ES256" and isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
-        return pem
-    if algorithm == "EdDSA" and isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return pem
-    raise BadRequest(f"public key does not fit algorithm {algorithm}")
 
 
 class SqliteStore:
@@ -94,7 +46,7 @@ class SqliteStore:
         self.data_dir = Path(data_dir)
         self.retention_ms = int(retention_days * 86_400_000)
         self._db: sqlite3.Connection | None = None
-        self._master = b""
+        self._keyseal: KeySeal | None = None
 
     # lifecycle
 
@@ -105,7 +57,7 @@ class SqliteStore:
         os.chmod(self.data_dir, 0o700)
         db_path = self.data_dir / "sfu.db"
         is_new = not db_path.exists() or db_path.stat().st_size == 0
-        self._master = load_master_key(self.data_dir, create=is_new)
+        self._keyseal = KeySeal(load_master_key(self.data_dir, create=is_new))
         os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives -wal/-shm the same mode
         os.chmod(db_path, 0o600)
         db = sqlite3.connect(db_path, isolation_level=None)
@@ -132,11 +84,16 @@ class SqliteStore:
             raise RuntimeError("store is not open")
         return self._db
 
+    @property
+    def keyseal(self) -> KeySeal:
+        if self._keyseal is None:
+            raise RuntimeError("store is not open")
+        return self._keyseal
+
     # clients
 
     async def create_client(self, name: str) -> ClientRecord:
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise BadRequest("client name must be 1-200 characters")
+        check_client_name(name)
         record = ClientRecord(new_id("c"), name, time.time())
         try:
             self.db.execute("INSERT INTO clients VALUES (?, ?, ?)", (record.cid, name, record.created_at))
@@ -161,39 +118,18 @@ class SqliteStore:
     async def create_secret_key(
         self, cid: str, algorithm: KeyAlgorithm = "HS256", public_key: str | None = None
     ) -> tuple[KeyRecord, str | None]:
-        if algorithm not in ALGORITHMS:
-            raise BadRequest(f"algorithm must be one of {', '.join(ALGORITHMS)}")
-        await self._require_client(cid)
-        key_id = new_id("k")
-        secret: str | None = None
-        secret_enc: bytes | None = None
-        if algorithm == "HS256":
-            if public_key is not None:
-                raise BadRequest("an HS256 key has no public key")
-            secret = "sk_" + secrets.token_urlsafe(32)
-            nonce = secrets.token_bytes(12)
-            secret_enc = nonce + AESGCM(self._master).encrypt(nonce, secret.encode(), key_id.encode())
-        elif public_key is None:
-            raise BadRequest(f"an {algorithm} key needs a public key (PEM)")
-        else:
-            public_key = check_public_key(algorithm, public_key)
-        record = KeyRecord(key_id, cid, "secret", algorithm, public_key=public_key, created_at=time.time())
+        check_algorithm(algorithm)
+        await require_client(self, cid)
+        record, secret, secret_enc = self.keyseal.new_secret_key(cid, algorithm, public_key)
         self._insert_key(record, secret_enc=secret_enc, value_hash=None)
         return record, secret
 
     async def create_web_key(
         self, cid: str, origins: tuple[str, ...], grants: Grants, max_participants: int | None = None
     ) -> tuple[KeyRecord, str]:
-        if grants.admin:
-            raise BadRequest("a web-only key cannot grant admin")
-        if max_participants is not None and (type(max_participants) is not int or max_participants < 1):
-            raise BadRequest("max_participants must be a positive integer")
-        origins = normalize_origin_patterns(origins)
-        await self._require_client(cid)
-        value = "wk_" + secrets.token_urlsafe(24)
-        record = KeyRecord(new_id("k"), cid, "web_only", "HS256", origins, grants, max_participants,
-                           created_at=time.time())
-        self._insert_key(record, secret_enc=None, value_hash=self._value_hash(value))
+        record, value, value_hash = self.keyseal.new_web_key(cid, origins, grants, max_participants)
+        await require_client(self, cid)
+        self._insert_key(record, secret_enc=None, value_hash=value_hash)
         return record, value
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
@@ -209,17 +145,12 @@ class SqliteStore:
         record = self._key_from_row(row[:-1])
         if record is None or record.revoked or record.algorithm != "HS256" or record.type != "secret":
             return None
-        blob: bytes = row[-1]
-        try:
-            return AESGCM(self._master).decrypt(blob[:12], blob[12:], key_id.encode())
-        except (InvalidTag, ValueError):
-            log.warning("secret of key %s does not decrypt with master.key; treated as invalid", key_id)
-            return None
+        return self.keyseal.unseal(key_id, row[-1])
 
     async def find_web_key(self, key_value: str) -> KeyRecord | None:
         row = self.db.execute(
             f"SELECT {_KEY_COLUMNS} FROM keys WHERE value_hash = ? AND type = 'web_only'",
-            (self._value_hash(key_value),),
+            (self.keyseal.value_hash(key_value),),
         ).fetchone()
         return self._key_from_row(row) if row else None
 
@@ -233,7 +164,7 @@ class SqliteStore:
         record = await self.get_key(key_id)
         if record is None or record.revoked:
             return False
-        mac = self._key_mac(replace(record, revoked=True))
+        mac = self.keyseal.mac(replace(record, revoked=True))
         self.db.execute("UPDATE keys SET revoked = 1, mac = ? WHERE key_id = ?", (mac, key_id))
         return True
 
@@ -279,7 +210,7 @@ class SqliteStore:
         after: int | None = None,
         limit: int = 50,
     ) -> list[StoredMessage]:
-        limit = max(1, min(int(limit), MAX_PAGE))
+        limit = page_limit(limit)
         sql = (
             "SELECT seq, from_uid, pipeline, ts_ms, data, to_uids FROM messages"
             " WHERE cid = ? AND session = ? AND pipeline = ?"
@@ -333,11 +264,8 @@ class SqliteStore:
     # webhooks
 
     async def add_webhook(self, cid: str, url: str, key_id: str) -> WebhookRecord:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
-            raise BadRequest("webhook url must be an http:// or https:// url")
-        key = await self.get_key(key_id)
-        if key is None or key.cid != cid or key.type != "secret" or key.algorithm != "HS256" or key.revoked:
-            raise BadRequest("webhook key must be a live HS256 secret key of the same client")
+        check_webhook_url(url)
+        check_webhook_key(await self.get_key(key_id), cid)
         record = WebhookRecord(new_id("wh"), cid, url, key_id, time.time())
         self.db.execute("INSERT INTO webhooks VALUES (?, ?, ?, ?, ?)",
                         (record.webhook_id, cid, url, key_id, record.created_at))
@@ -388,18 +316,6 @@ class SqliteStore:
 
     # internals
 
-    async def _require_client(self, cid: str) -> None:
-        if await self.get_client(cid) is None:
-            raise NotFound(f"client {cid!r} not found")
-
-    def _value_hash(self, value: str) -> bytes:
-        return hmac.new(self._master, b"web-key\0" + value.encode(), hashlib.sha256).digest()
-
-    def _key_mac(self, record: KeyRecord) -> bytes:
-        signed = [record.key_id, record.cid, record.type, record.algorithm, list(record.origins),
-                  record.grants.to_wire(), record.max_participants, record.public_key, record.revoked]
-        return hmac.new(self._master, b"key-row\0" + orjson.dumps(signed), hashlib.sha256).digest()
-
     def _insert_key(self, record: KeyRecord, *, secret_enc: bytes | None, value_hash: bytes | None) -> None:
         self.db.execute(
             f"INSERT INTO keys ({_KEY_COLUMNS}, secret_enc, value_hash)"
@@ -407,23 +323,18 @@ class SqliteStore:
             (record.key_id, record.cid, record.type, record.algorithm,
              orjson.dumps(list(record.origins)).decode(), orjson.dumps(record.grants.to_wire()).decode(),
              record.max_participants, record.public_key, int(record.revoked), record.created_at,
-             self._key_mac(record), secret_enc, value_hash),
+             self.keyseal.mac(record), secret_enc, value_hash),
         )
 
     def _key_from_row(self, row: tuple[Any, ...]) -> KeyRecord | None:
         """The record if its MAC verifies under master.key; a tampered row is logged and ignored."""
         key_id, cid, type_, algorithm, origins, grants, max_parts, public_key, revoked, created, mac = row
-        try:
-            record = KeyRecord(key_id, cid, type_, algorithm, tuple(orjson.loads(origins)),
-                               Grants.from_wire(orjson.loads(grants)), max_parts, public_key,
-                               bool(revoked), created)
-            valid = hmac.compare_digest(self._key_mac(record), mac)
-        except (ValueError, TypeError, BadRequest):
-            valid = False
-        if not valid:
-            log.warning("key %s fails its integrity check (edited outside the server?), ignored", key_id)
-            return None
-        return record
+
+        def read() -> tuple[Any, ...]:
+            return (cid, type_, algorithm, orjson.loads(origins), orjson.loads(grants), max_parts,
+                    public_key, revoked, created)
+
+        return self.keyseal.open_record(key_id, read, mac)
 
 
 _KEY_COLUMNS = (

@@ -17,9 +17,8 @@ import redis.asyncio as aioredis
 
 from sfu.auth.identity import Grants
 from sfu.errors import Conflict
-from sfu.store.base import RecordingRecord, Store, StoredMessage
+from sfu.store.base import HISTORY_PER_PIPELINE, RecordingRecord, Store, StoredMessage
 from sfu.store.redis import RedisStore
-from sfu.store.sqlite import HISTORY_PER_PIPELINE
 
 DAY_MS = 86_400_000
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sfu.store.base import Store, StoredMessage
+from sfu.store.base import HISTORY_PER_PIPELINE, Store, StoredMessage
 from sfu.store.schema import MIGRATIONS
-from sfu.store.sqlite import HISTORY_PER_PIPELINE, SqliteStore
+from sfu.store.sqlite import SqliteStore
 
 DAY_MS = 86_400_000
 
