@@ -63,6 +63,7 @@ class LayerChanged:
     feed_id: str
     rid: str | None
     reason: str | None = None
+    paused: bool = False  # the server paused this video for bandwidth (rid None); False again on resume
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,8 @@ def _feed_event(kind: str, body: JsonObject) -> Event | None:
         case "feed_updated":
             return FeedUpdated(Feed.from_wire(body.get("feed")))
         case "layer_changed":
-            return LayerChanged(_str(body, "feed_id"), _opt_str(body, "rid"), _opt_str(body, "reason"))
+            rid, reason, paused = _opt_str(body, "rid"), _opt_str(body, "reason"), body.get("paused") is True
+            return LayerChanged(_str(body, "feed_id"), rid, reason, paused)
         case "layers_wanted":
             return LayersWanted(_str(body, "feed_id"), tuple(str(r) for r in _list(body, "rids")))
     return None

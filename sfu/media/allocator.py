@@ -4,11 +4,15 @@ layers do not fit, and padding probes (`probe.py`) before going up.
 
 Off the packet path: the subscriber transport calls `StreamAllocator.allocate` once a second and `tick`
 every 50 ms from its RTCP timer. Audio is never paused; its bitrate comes off the budget first. Video
-feeds keep their order (the subscription order); when the lowest layers of all of them do not fit, the
-last ones are paused first, and a paused feed resumes only with `RESUME_HEADROOM` of spare budget. Then
-every unpaused feed gets its lowest arriving layer and feeds are raised one layer at a time, round
-robin, while the rest of the budget allows; going above the layer a feed has now needs
-`UPGRADE_HEADROOM` of spare budget, so an estimate hovering at a layer's bitrate does not flip it.
+feeds are taken in priority order: screen shares, then the video of active speakers (`Forwarder.speaking`,
+set by the session when the speakers change), then the others, each group in subscription order. When
+the lowest layers of all of them do not fit, the last ones are paused first, and a paused feed resumes
+only with `RESUME_HEADROOM` of spare budget (a feed without simulcast has one layer, measured the same
+way). Then every unpaused feed gets its lowest arriving layer, and the feeds of the first group are
+raised one layer at a time, round robin, as far as the budget allows, then those of the next group;
+going above the layer a feed has now needs `UPGRADE_HEADROOM` of spare budget, so an estimate hovering
+at a layer's bitrate does not flip it. A pause and a resume are announced (`layer_changed`, reason
+`bandwidth`, `Forwarder.set_bandwidth_paused`/`announce_resumed`).
 
 Going up needs an estimate above what is sent now, which nothing shows without sending more: after
 `PROBE_INTERVAL_NS` without a decrease, a capped or paused subscriber gets a padding probe at the rate
@@ -42,9 +46,15 @@ AUDIO_DEFAULT_BPS: Final = 40_000
 UNKNOWN_LAYER_RATIO: Final = 3  # a layer never measured: 3x the one below (q/h/f are 1/4, 1/2, 1 in size)
 
 
-def choose_layers(budget_bps: int, demands: Sequence[tuple[Sequence[int | None], int, int]]) -> list[int]:
+def choose_layers(
+    budget_bps: int,
+    demands: Sequence[tuple[Sequence[int | None], int, int]],
+    tiers: Sequence[int] | None = None,
+) -> list[int]:
     """Per demand (bitrate per layer or None if it does not arrive, max layer, layer it has now), the
-    layer cap to use; -1 when no layer of that feed arrives (no cap)."""
+    layer cap to use; -1 when no layer of that feed arrives (no cap). Every feed gets its lowest layer;
+    then the feeds of the first tier (`tiers`, lowest value first: screen share, speakers, others) are
+    raised one layer at a time, round robin, as far as the budget goes, then those of the next tier."""
     candidates = [
         [layer for layer, bps in enumerate(bitrates) if bps is not None and layer <= max(max_layer, 0)]
         or [layer for layer, bps in enumerate(bitrates) if bps is not None][:1]
@@ -53,26 +63,31 @@ def choose_layers(budget_bps: int, demands: Sequence[tuple[Sequence[int | None],
     chosen = [c[0] if c else -1 for c in candidates]
     pairs = zip(demands, chosen, strict=True)
     remaining = budget_bps - sum((bitrates[layer] or 0) for (bitrates, _m, _n), layer in pairs if layer >= 0)
-    raised = True
-    while raised:
-        raised = False
-        for i, (bitrates, _max_layer, now_layer) in enumerate(demands):
-            options = candidates[i]
-            if chosen[i] < 0 or options.index(chosen[i]) + 1 >= len(options):
-                continue
-            nxt = options[options.index(chosen[i]) + 1]
-            extra = (bitrates[nxt] or 0) - (bitrates[chosen[i]] or 0)
-            needed = extra if nxt <= now_layer else int(extra * UPGRADE_HEADROOM)
-            if remaining >= needed:
-                remaining -= extra
-                chosen[i] = nxt
-                raised = True
+    order = tiers if tiers is not None else [0] * len(demands)
+    for tier in sorted(set(order)):
+        members = [i for i, t in enumerate(order) if t == tier]
+        raised = True
+        while raised:
+            raised = False
+            for i in members:
+                bitrates, _max_layer, now_layer = demands[i]
+                options = candidates[i]
+                if chosen[i] < 0 or options.index(chosen[i]) + 1 >= len(options):
+                    continue
+                nxt = options[options.index(chosen[i]) + 1]
+                extra = (bitrates[nxt] or 0) - (bitrates[chosen[i]] or 0)
+                needed = extra if nxt <= now_layer else int(extra * UPGRADE_HEADROOM)
+                if remaining >= needed:
+                    remaining -= extra
+                    chosen[i] = nxt
+                    raised = True
     return chosen
 
 
 def choose_paused(budget_bps: int, lowest: Sequence[int], paused: Sequence[bool]) -> list[bool]:
-    """Per video feed (its lowest layer's bitrate, paused now), whether to pause it: keep feeds in order
-    while their lowest layers fit; a paused feed comes back only with `RESUME_HEADROOM` of room."""
+    """Per video feed in priority order (its lowest layer's bitrate, paused now), whether to pause it:
+    keep feeds in order while their lowest layers fit, so the last (lowest priority) go first; a paused
+    feed comes back only with `RESUME_HEADROOM` of room."""
     out: list[bool] = []
     used = 0
     full = False
@@ -102,12 +117,16 @@ def _bandwidth_cap(layer: int, max_layer: int, bitrates: Sequence[int | None], s
     return cap
 
 
-def _lowest_bps(f: Forwarder) -> int:
-    mask = f.receiver.active_mask if f.selector.simulcast else 1
-    for r in f.layers:
-        if (mask >> r.layer & 1 or not f.selector.simulcast) and r.bitrate_bps:
-            return int(r.bitrate_bps)
-    return 0
+def _priority(f: Forwarder) -> int:
+    return f.priority
+
+
+def _uncap(video: list[Forwarder], now_ns: int) -> None:
+    for f in video:
+        if f.set_bandwidth_paused(False):
+            f.announce_resumed()
+        if f.selector.simulcast:
+            f.set_bandwidth_layer(f.selector.layer_count - 1, now_ns)
 
 
 class StreamAllocator:
@@ -152,29 +171,33 @@ class StreamAllocator:
 
     def allocate(self, forwarders: Sequence[Forwarder], now_ns: int) -> None:
         budget = self.bwe.estimate_bps(now_ns // 1_000_000)
-        video = [f for f in forwarders if f.video and not f.user_paused]
+        # priority order (screen share, active speakers, others); subscription order within each
+        video = sorted((f for f in forwarders if f.video and not f.user_paused), key=_priority)
         if not video:
             return
         if budget <= 0:  # no estimate yet: nothing is capped
-            for f in video:
-                f.set_bandwidth_paused(False)
-                if f.selector.simulcast:
-                    f.set_bandwidth_layer(f.selector.layer_count - 1, now_ns)
+            _uncap(video, now_ns)
             return
         self.allocations += 1
         audio_bps = self._audio_bps([f for f in forwarders if not f.video], now_ns)
         video_budget = budget - audio_bps
-        known = [f for f in video if _lowest_bps(f)]
-        decreased = self._apply_pauses(known, video_budget)
-        simulcast = [f for f in video if f.selector.simulcast and not f.paused]
-        demands = self._demands(simulcast)
-        plain_bps = sum(_lowest_bps(f) for f in video if not f.selector.simulcast and not f.paused)
+        rates = self._bitrates(video)
+        lowest = [next((bps for bps in r if bps), 0) for r in rates]
+        was_paused = [f for f in video if f.bandwidth_paused]
+        decreased = self._apply_pauses(video, lowest, video_budget)
+        simulcast = [
+            (f, r) for f, r in zip(video, rates, strict=True) if f.selector.simulcast and not f.paused
+        ]
+        demands = [(r, f.selector.max_layer, f.selector.current_layer) for f, r in simulcast]
+        plain_bps = sum(
+            low for f, low in zip(video, lowest, strict=True) if not f.selector.simulcast and not f.paused
+        )
         media_bps = audio_bps + plain_bps
         upgrade_bps = 0  # the smallest step up a capped feed could take
-        layers = choose_layers(video_budget - plain_bps, demands)
+        layers = choose_layers(video_budget - plain_bps, demands, [f.priority for f, _r in simulcast])
         chosen_bps = [(d[0][k] or 0) if k >= 0 else 0 for k, d in zip(layers, demands, strict=True)]
         spare = video_budget - plain_bps - sum(chosen_bps)
-        for f, layer, (bitrates, max_layer, _now) in zip(simulcast, layers, demands, strict=True):
+        for (f, _r), layer, (bitrates, max_layer, _now) in zip(simulcast, layers, demands, strict=True):
             if layer < 0:
                 continue
             decreased |= layer < f.selector.bandwidth_layer
@@ -184,14 +207,17 @@ class StreamAllocator:
             if above:
                 step = above[0] - (bitrates[layer] or 0)
                 upgrade_bps = min(upgrade_bps, step) if upgrade_bps else step
+        for f in was_paused:
+            if not f.bandwidth_paused:
+                f.announce_resumed()  # now that its layer is chosen
         if decreased:
             self._next_probe_ns = now_ns + DECREASE_HOLD_NS
             return
         if self.probing or now_ns < self._next_probe_ns or self.bwe.loss_fraction > LOSS_QUIET:
             return
-        paused = [f for f in known if f.bandwidth_paused]
+        paused = [low for f, low in zip(video, lowest, strict=True) if low and f.bandwidth_paused]
         if paused:
-            target = media_bps + int(_lowest_bps(paused[0]) * RESUME_HEADROOM)
+            target = media_bps + int(paused[0] * RESUME_HEADROOM)
         elif upgrade_bps:
             target = media_bps + int(upgrade_bps * UPGRADE_HEADROOM)
         else:
@@ -209,17 +235,20 @@ class StreamAllocator:
             return AUDIO_DEFAULT_BPS * len(audio)
         return (total - last_octets) * 8_000_000_000 // (now_ns - last_ns)
 
-    def _apply_pauses(self, known: list[Forwarder], video_budget: int) -> bool:
-        """Pauses/resumes video feeds by their lowest layers; True if one was paused. A pause needs
-        `PAUSE_AFTER` allocations in a row that say so: one overuse cuts the estimate to 85% of what
-        was acked, below the lowest layer that was going through fine."""
-        pauses = choose_paused(
-            video_budget, [_lowest_bps(f) for f in known], [f.bandwidth_paused for f in known]
-        )
-        wanted = any(pause and not f.bandwidth_paused for f, pause in zip(known, pauses, strict=True))
+    def _apply_pauses(self, video: list[Forwarder], lowest: list[int], video_budget: int) -> bool:
+        """Pauses/resumes video feeds (in priority order, with their lowest layers' bitrates); True if
+        one was paused. A pause needs `PAUSE_AFTER` allocations in a row that say so: one overuse cuts
+        the estimate to 85% of what was acked, below the lowest layer that was going through fine."""
+        known = [(f, low) for f, low in zip(video, lowest, strict=True) if low]
+        for f, low in zip(video, lowest, strict=True):
+            if not low:  # nothing measured (or remembered) to judge by: a pause must not outlive that
+                f.set_bandwidth_paused(False)
+        lowest = [low for _f, low in known]
+        pauses = choose_paused(video_budget, lowest, [f.bandwidth_paused for f, _low in known])
+        wanted = any(pause and not f.bandwidth_paused for (f, _low), pause in zip(known, pauses, strict=True))
         self._pause_votes = self._pause_votes + 1 if wanted else 0
         paused_one = False
-        for f, pause in zip(known, pauses, strict=True):
+        for (f, _low), pause in zip(known, pauses, strict=True):
             if pause and not f.bandwidth_paused and self._pause_votes < PAUSE_AFTER:
                 continue
             if f.set_bandwidth_paused(pause) and pause:
@@ -230,14 +259,15 @@ class StreamAllocator:
             self._pause_votes = 0
         return paused_one
 
-    def _demands(self, simulcast: list[Forwarder]) -> list[tuple[list[int | None], int, int]]:
-        """Per feed: bitrate per layer (a layer dynacast stopped at the publisher: the last one measured
-        while it arrived, or 3x the layer below if never), max layer, current layer. Raising the cap to
-        such a layer makes it wanted again, so the publisher resumes it and it gets measured."""
+    def _bitrates(self, video: list[Forwarder]) -> list[list[int | None]]:
+        """Per feed, the bitrate per layer (one layer without simulcast). A layer that does not arrive
+        now: the last bitrate measured while it did, or 3x the layer below if never. Paused feeds keep
+        theirs too: when every subscriber of a simulcast feed is paused, dynacast stops all its layers at
+        the publisher, and only the remembered rate tells when it would fit again."""
         remembered: dict[int, int] = {}
-        demands: list[tuple[list[int | None], int, int]] = []
-        for f in simulcast:
-            mask = f.receiver.active_mask
+        out: list[list[int | None]] = []
+        for f in video:
+            mask = f.receiver.active_mask if f.selector.simulcast else 1
             bitrates: list[int | None] = []
             for r in f.layers:
                 bps = (
@@ -251,9 +281,9 @@ class StreamAllocator:
             for k in range(1, len(bitrates)):  # never measured (dynacast stopped it at once): guess
                 if bitrates[k] is None and bitrates[k - 1] is not None:
                     bitrates[k] = (bitrates[k - 1] or 0) * UNKNOWN_LAYER_RATIO
-            demands.append((bitrates, f.selector.max_layer, f.selector.current_layer))
+            out.append(bitrates)
         self._layer_bps = remembered
-        return demands
+        return out
 
     def _start_probe(self, forwarders: Sequence[Forwarder], target: int, media_bps: int, now_ns: int) -> None:
         if probe_carrier(forwarders) is None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from sfu.media.counters import DropReason, new_drops
 from sfu.media.munger import Munger
 from sfu.media.rtp import HEADER, PT_SEQ_TS_SSRC, SEQ, SEQ_MASK, TS_MASK, payload_bounds
-from sfu.media.selector import SimulcastSelector
+from sfu.media.selector import REASON_BANDWIDTH, SimulcastSelector
 
 if TYPE_CHECKING:
     from sfu.media.receiver import Receiver
@@ -74,9 +74,11 @@ class Forwarder(Munger):
         "rtx_payload_type",
         "rtx_seq",
         "rtx_ssrc",
+        "screen",
         "selector",
         "send",
         "sink",
+        "speaking",
         "user_paused",
         "video",
     )
@@ -106,6 +108,8 @@ class Forwarder(Munger):
         self.paused = False  # user_paused or bandwidth_paused: the one flag the packet path reads
         self.user_paused = False  # set_quality {paused}
         self.bandwidth_paused = False  # the allocator: not even the lowest layer fits the estimate
+        self.screen = False  # a screen share: the allocator serves it first (set by the session)
+        self.speaking = False  # its publisher is an active speaker: served before other cameras
         self.drops = new_drops()
         self.packets = 0
         self.octets = 0
@@ -232,13 +236,33 @@ class Forwarder(Munger):
         self.user_paused = paused
         self._apply_pause()
 
+    @property
+    def priority(self) -> int:
+        """The allocator's order: 0 screen share, 1 an active speaker's video, 2 the others."""
+        return 0 if self.screen else 1 if self.speaking else 2
+
     def set_bandwidth_paused(self, paused: bool) -> bool:
-        """The allocator's pause (video that does not fit even at its lowest layer); True if it changed."""
+        """The allocator's pause (video that does not fit even at its lowest layer); True if it changed.
+        A pause is announced at once (`layer_changed` with no rid); a resume by `announce_resumed`, once
+        the allocator has chosen the layer it resumes on."""
         if paused == self.bandwidth_paused:
             return False
         self.bandwidth_paused = paused
         self._apply_pause()
+        if paused and self.on_layer_changed is not None:
+            self.on_layer_changed(self, "", REASON_BANDWIDTH)
         return True
+
+    def announce_resumed(self) -> None:
+        """`layer_changed` (reason bandwidth) naming the layer a bandwidth-paused feed resumes on; its
+        key frame switch then announces nothing more unless the layer differs."""
+        target = self.selector.target_layer if self.selector.simulcast else 0
+        if not 0 <= target < len(self.layers):
+            target = 0
+        if self.selector.simulcast:
+            self.announced_layer = target
+        if self.on_layer_changed is not None:
+            self.on_layer_changed(self, self.layers[target].rid, REASON_BANDWIDTH)
 
     def _apply_pause(self) -> None:
         paused = self.user_paused or self.bandwidth_paused

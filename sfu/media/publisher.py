@@ -223,12 +223,17 @@ class PublisherTransport(Transport):
 
     def check_layers(self, now_ns: int, measure: bool) -> None:
         """Per RTCP tick: which simulcast layers arrive (forwarders fall back when one stops); once a
-        second also each layer's bitrate. Tells `on_layers_changed` when the feed's layers changed."""
+        second also each layer's bitrate (a video feed without simulcast too: the allocator pauses it
+        when even it does not fit). Tells `on_layers_changed` when the feed's layers changed."""
         elapsed_ns = now_ns - self._rate_ns if self._rate_ns else 0
         if measure:
             self._rate_ns = now_ns
         for head in self.receivers_by_mid.values():
             if len(head.layers) < 2:
+                if measure and head.kind == "video":
+                    if elapsed_ns:
+                        head.bitrate_bps = (head.octets - head.octets_at_rate) * 8_000_000_000 // elapsed_ns
+                    head.octets_at_rate = head.octets
                 continue
             mask = 0
             for layer in head.layers:

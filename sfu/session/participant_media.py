@@ -180,6 +180,10 @@ class ParticipantMedia:
             self.subscriber = self.session_media.engine.create_subscriber()
         forwarder = self.subscriber.add(receiver, tag=feed_id, stream_id=feed_id)
         forwarder.on_layer_changed = self._on_layer_changed
+        feed = self.session_media.session.feeds_by_id.get(feed_id)
+        if feed is not None:  # the allocator's priority: screen share, active speakers, others
+            forwarder.screen = feed.source == "screen"
+            forwarder.speaking = feed.uid in self.session_media.speaker_uids
         self.forwarders_by_feed[feed_id] = forwarder
         self.participant.subscriptions.add(feed_id)
         return True
@@ -212,7 +216,11 @@ class ParticipantMedia:
     def _on_layer_changed(self, forwarder: Forwarder, rid: str, reason: str) -> None:
         feed_id = next((f for f, fw in self.forwarders_by_feed.items() if fw is forwarder), None)
         if feed_id is not None:
-            self.participant.send({"type": "layer_changed", "feed_id": feed_id, "rid": rid, "reason": reason})
+            # rid null with paused true: the allocator paused the video (its lowest layer does not fit)
+            paused = forwarder.bandwidth_paused
+            wire_rid = None if paused or not rid else rid
+            self.participant.send({"type": "layer_changed", "feed_id": feed_id, "rid": wire_rid,
+                                   "reason": reason, "paused": paused})
 
     def set_quality(
         self, feed_id: str, max_width: int | None, max_height: int | None, layer: str | None

@@ -37,6 +37,7 @@ class SessionMedia:
         self.receivers_by_feed: dict[str, Receiver] = {}
         self.media_by_uid: dict[str, ParticipantMedia] = {}
         self.speakers = SpeakerWatch(self._on_speakers_changed)
+        self.speaker_uids: frozenset[str] = frozenset()  # the active speakers now (allocator priority)
         self.media_observers: list[MediaObserver] = []
         self.data_relay = DataRelay(self)  # binary data channels; `data_relay.counters` for metrics
         session.observers.append(self)
@@ -110,6 +111,12 @@ class SessionMedia:
                    "speakers": [{"uid": s.uid, "level": round(s.level, 3)} for s in speakers]}
         for participant in self.session.participants_by_uid.values():
             participant.send(message)
+        self.speaker_uids = frozenset(s.uid for s in speakers)
+        feeds = self.session.feeds_by_id
+        for media in self.media_by_uid.values():  # the allocators serve speakers' video before others'
+            for feed_id, forwarder in media.forwarders_by_feed.items():
+                feed = feeds.get(feed_id)
+                forwarder.speaking = feed is not None and feed.uid in self.speaker_uids
 
     async def close(self) -> None:
         """The session ended: stop sampling speakers (participants close their own transports)."""

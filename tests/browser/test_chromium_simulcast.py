@@ -74,7 +74,12 @@ async def test_chromium_simulcast_layers_switch_down_and_up_without_a_freeze(
     events = await subscriber.evaluate("window.events")
     reasons = [(e["rid"], e["reason"]) for e in events if e["type"] == "layer_changed"]
     print("layer_changed:", reasons)
-    assert ("q", "preference") in reasons and reasons[-1][1] == "preference", reasons
+    assert ("q", "preference") in reasons, reasons
+    # asked for `f`: the preference change triggers the switch up (reason `preference`), but the server
+    # may stop at `h` while its estimate (starting near 1 Mbit/s) is below `f`, and go on to `f` after a
+    # probe (reason `bandwidth`)
+    last_rid, last_reason = reasons[-1]
+    assert last_rid in ("h", "f") and last_reason in ("preference", "bandwidth"), reasons
     wanted = await publisher.evaluate("window.events")
     assert any(e["type"] == "layers_wanted" and e["rids"] == ["q"] for e in wanted), wanted
     final = await subscriber.evaluate("window.videoIn()")

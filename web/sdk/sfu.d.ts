@@ -99,7 +99,7 @@ export declare class RemoteFeed extends Emitter {
   muted: boolean;
   codec: string;
   layers: Layer[];
-  /** The rid the server last reported forwarding (`layer_changed`). */
+  /** The rid the server last reported forwarding (`layer_changed`); undefined while paused for bandwidth. */
   currentLayer?: string;
   track: MediaStreamTrack | null;
   receiver: RTCRtpReceiver | null;
@@ -245,7 +245,9 @@ export declare class Session extends Emitter {
   on(event: "datareset", listener: (event: DataResetEvent) => void): this;
   on(event: "activespeakers", listener: (speakers: Speaker[]) => void): this;
   on(event: "recording", listener: (event: { state: "started" | "stopped"; recording_id: string }) => void): this;
-  on(event: "layerchanged", listener: (event: { feed?: RemoteFeed; feedId: string; rid: string; reason: string }) => void): this;
+  /** `paused`: the server paused this video because even its lowest layer does not fit the bandwidth
+   *  (`rid` null, reason "bandwidth"); the next event with `paused` false names the layer it resumes on. */
+  on(event: "layerchanged", listener: (event: { feed?: RemoteFeed; feedId: string; rid: string | null; reason: string; paused: boolean }) => void): this;
   on(event: "reconnecting", listener: (event: { attempt: number; delayMs: number }) => void): this;
   on(event: "reconnected", listener: (event: { resumed: boolean }) => void): this;
   on(event: "disconnected", listener: (event: DisconnectedEvent) => void): this;

@@ -1125,8 +1125,9 @@ export class Session extends Emitter {
         });
       case "layer_changed": {
         const feed = this.feeds.get(msg.feed_id);
-        if (feed) feed.currentLayer = msg.rid;
-        return this.emit("layerchanged", { feed, feedId: msg.feed_id, rid: msg.rid, reason: msg.reason });
+        const paused = msg.paused === true; // the server paused this video for bandwidth (rid null)
+        if (feed) feed.currentLayer = paused ? undefined : (msg.rid ?? undefined);
+        return this.emit("layerchanged", { feed, feedId: msg.feed_id, rid: msg.rid, reason: msg.reason, paused });
       }
       case "recording":
         this.recording = msg.state === "started";

@@ -105,6 +105,10 @@ async def test_capped_subscriber_drops_to_the_lowest_layer_recovers_and_pauses_v
         voice = (await speaker.publish(audio_pub, [tone]))[0].receiver
         sub = lan_engine.create_subscriber()
         forwarder: Forwarder = sub.add(head, tag="cam")
+        changes: list[tuple[float, str, str, bool]] = []  # what participant_media sends as layer_changed
+        forwarder.on_layer_changed = lambda f, rid, reason: changes.append(
+            (time.monotonic(), rid, reason, f.bandwidth_paused)
+        )
         sub.add(voice, tag="mic")
         await peer.answer(sub)
         assert sub.sink.twcc_id and sub.sink.abs_id  # transport-cc negotiated
@@ -153,7 +157,12 @@ async def test_capped_subscriber_drops_to_the_lowest_layer_recovers_and_pauses_v
         marks["paused_end"] = time.monotonic()
         assert forwarder.paused, sub.allocator.stats(time.monotonic_ns())
         stats = sub.allocator.stats(time.monotonic_ns())
+
+        # 4. the cap lifted again: video resumes (probes first), announced like the pause
         net_host.clear_rate()
+        marks["unsqueeze"] = time.monotonic()
+        await wait_until(lambda: not forwarder.bandwidth_paused, within_s=30, interval=0.1)
+        marks["resumed"] = time.monotonic()
         result = await peer.finish()
     except BaseException:
         print("\n".join(timeline))
@@ -184,7 +193,8 @@ async def test_capped_subscriber_drops_to_the_lowest_layer_recovers_and_pauses_v
         f"the {marks['low_end'] - first_low - 1:.1f} s from a second later; top layer "
         f"{marks['top'] - marks['lift']:.1f} s after the lift ({probes_to_top} probes); video paused "
         f"{marks['paused'] - marks['squeeze']:.1f} s into "
-        f"150 kbit/s, audio frames while paused {len(audio_paused)}; {stats}"
+        f"150 kbit/s, audio frames while paused {len(audio_paused)}, resumed "
+        f"{marks['resumed'] - marks['unsqueeze']:.1f} s after the lift; {stats}"
     )
     assert first_low - marks["cap"] < 10.0
     assert marks["low_end"] - first_low > 5.0
@@ -199,3 +209,8 @@ async def test_capped_subscriber_drops_to_the_lowest_layer_recovers_and_pauses_v
     # 20 ms Opus frames: ~50 a second keep coming while the video is paused
     assert len(audio_paused) >= 0.8 * 50 * (marks["paused_end"] - marks["paused"]), len(audio_paused)
     assert not video_paused, "video frames decoded while paused"
+    # layer_changed, reason bandwidth: the pause (no rid) in the squeeze, the resume (its layer) after it
+    pauses = [t for t, rid, reason, paused in changes if paused and not rid and reason == "bandwidth"]
+    resumes = [t for t, rid, reason, paused in changes if not paused and rid and reason == "bandwidth"]
+    assert pauses and marks["squeeze"] <= pauses[0] <= marks["paused"] + 1.0, changes
+    assert [t for t in resumes if t >= marks["unsqueeze"]], changes

@@ -90,6 +90,10 @@ def test_a_field_of_the_wrong_type_raises_bad_request() -> None:
             {"type": "layer_changed", "feed_id": "f_1", "rid": "h", "reason": "bandwidth"},
             ev.LayerChanged("f_1", "h", "bandwidth"),
         ),
+        (
+            {"type": "layer_changed", "feed_id": "f_1", "rid": None, "reason": "bandwidth", "paused": True},
+            ev.LayerChanged("f_1", None, "bandwidth", paused=True),
+        ),
         ({"type": "layers_wanted", "feed_id": "f_1", "rids": ["q", "h"]}, ev.LayersWanted("f_1", ("q", "h"))),
         ({"type": "closed", "reason": "kicked"}, ev.Closed("kicked")),
         (

@@ -11,8 +11,10 @@ import pytest
 from sfu.media.allocator import StreamAllocator, _bandwidth_cap, choose_layers, choose_paused
 from sfu.media.bwe import STALE_MS, BandwidthEstimator
 from sfu.media.forwarder import Forwarder
+from sfu.media.publisher import PublisherTransport
+from sfu.media.receiver import Receiver
 from sfu.media.selector import REASON_BANDWIDTH, SimulcastSelector
-from tests.unit.media.test_simulcast import FakeSink, simulcast_feed
+from tests.unit.media.test_simulcast import FakeListener, FakeSink, simulcast_feed
 
 QHF = [150_000, 500_000, 1_500_000]
 
@@ -34,6 +36,22 @@ Demand = tuple[list[int | None], int, int]
 )
 def test_choose_layers(name: str, budget: int, demands: list[Demand], expected: list[int]) -> None:
     assert choose_layers(budget, demands) == expected, name
+
+
+@pytest.mark.parametrize(
+    ("name", "budget", "tiers", "expected"),
+    [
+        ("one tier: round robin", 1_400_000, [0, 0], [1, 1]),
+        ("the first tier is raised to its top before the second moves", 2_000_000, [0, 1], [2, 0]),
+        ("the tier, not the order, decides", 2_000_000, [1, 0], [0, 2]),
+        ("what the first tier cannot use goes to the next", 2_500_000, [0, 1], [2, 1]),
+        ("one upgrade only: the first tier's", 1_000_000, [1, 0], [0, 1]),
+    ],
+)
+def test_choose_layers_by_priority(name: str, budget: int, tiers: list[int], expected: list[int]) -> None:
+    qhf: list[int | None] = list(QHF)
+    demands: list[Demand] = [(qhf, 2, 0), (qhf, 2, 0)]
+    assert choose_layers(budget, demands, tiers) == expected, name
 
 
 @pytest.mark.parametrize(
@@ -173,3 +191,151 @@ def test_allocator_pauses_video_when_the_lowest_layer_does_not_fit_and_resumes_i
     f.set_paused(True)  # the subscriber's own pause is left alone by the allocator
     allocator.allocate([f], 7_000_000_000)
     assert f.paused and f.user_paused
+
+
+def _video_forwarder(
+    head: Receiver, sink: FakeSink, events: list[tuple[str, str, str, bool]], name: str
+) -> Forwarder:
+    f = Forwarder(head, sink, mid=name, ssrc=9, payload_type=96, initial_seq=1, initial_ts=0)
+    head.add_forwarder(f)
+    f.on_layer_changed = lambda fw, rid, reason: events.append((fw.mid, rid, reason, fw.bandwidth_paused))
+    return f
+
+
+def _three_feeds(events: list[tuple[str, str, str, bool]]) -> tuple[Forwarder, Forwarder, Forwarder]:
+    """A camera, an active speaker's camera and a screen share, subscribed in that order (q/h/f each)."""
+    sink = FakeSink()
+    feeds = []
+    for name in ("other", "speaker", "screen"):
+        head = simulcast_feed()
+        for receiver, bps in zip(head.layers, QHF, strict=True):
+            receiver.bitrate_bps = bps
+        feeds.append(_video_forwarder(head, sink, events, name))
+    other, speaker, screen = feeds
+    speaker.speaking = True
+    screen.screen = True
+    return other, speaker, screen
+
+
+def _allocate_for(
+    allocator: StreamAllocator, fs: list[Forwarder], budget: int, t0_s: int, n: int = 4
+) -> None:
+    for t in range(t0_s, t0_s + n):
+        allocator.bwe.on_remb(budget, t * 1000)
+        allocator.allocate(fs, t * 1_000_000_000)
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        (10_000_000, {"screen": 2, "speaker": 2, "other": 2}),
+        (2_500_000, {"screen": 2, "speaker": 1, "other": 0}),
+        (2_200_000, {"screen": 2, "speaker": 0, "other": 0}),
+        (2_000_000, {"screen": 1, "speaker": 1, "other": 1}),  # the top step does not fit: others move
+        (1_000_000, {"screen": 1, "speaker": 0, "other": 0}),
+        (350_000, {"screen": 0, "speaker": 0, "other": "paused"}),
+        (200_000, {"screen": 0, "speaker": "paused", "other": "paused"}),
+        (100_000, {"screen": "paused", "speaker": "paused", "other": "paused"}),
+    ],
+)
+def test_allocator_serves_screen_share_then_speakers_then_others(
+    budget: int, expected: dict[str, object]
+) -> None:
+    events: list[tuple[str, str, str, bool]] = []
+    fs = list(_three_feeds(events))
+    allocator = StreamAllocator()
+    _allocate_for(allocator, fs, budget, 1)
+    got = {f.mid: "paused" if f.paused else f.selector.target_layer for f in fs}
+    assert got == expected
+    paused = [mid for mid, v in expected.items() if v == "paused"]
+    assert sorted(e[0] for e in events) == sorted(paused)  # one announcement per paused feed
+    assert all(rid == "" and reason == REASON_BANDWIDTH and paused for _m, rid, reason, paused in events)
+
+
+def test_a_new_active_speaker_moves_ahead_of_the_others() -> None:
+    events: list[tuple[str, str, str, bool]] = []
+    other, speaker, screen = _three_feeds(events)
+    allocator = StreamAllocator()
+    _allocate_for(allocator, [other, speaker, screen], 2_500_000, 1)
+    assert (speaker.selector.target_layer, other.selector.target_layer) == (1, 0)
+    speaker.speaking, other.speaking = False, True  # the session's speaker callback marks forwarders
+    _allocate_for(allocator, [other, speaker, screen], 2_500_000, 5)
+    assert (speaker.selector.target_layer, other.selector.target_layer) == (0, 1)
+
+
+def test_pause_and_resume_for_bandwidth_are_announced() -> None:
+    events: list[tuple[str, str, str, bool]] = []
+    other, speaker, screen = _three_feeds(events)
+    fs = [other, speaker, screen]
+    allocator = StreamAllocator()
+    _allocate_for(allocator, fs, 350_000, 1)
+    assert events == [("other", "", REASON_BANDWIDTH, True)]
+    _allocate_for(allocator, fs, 2_000_000, 5, n=6)  # rises are averaged in: a few seconds
+    assert not other.paused
+    assert events[1:] == [("other", "q", REASON_BANDWIDTH, False)]  # resumes on its lowest layer
+
+
+def test_a_paused_feed_whose_layers_all_stopped_still_resumes() -> None:
+    """Dynacast: once every subscriber of a feed is paused, the publisher stops all its layers; the
+    remembered bitrate must still let the allocator resume it (before: it stayed paused for good)."""
+    events: list[tuple[str, str, str, bool]] = []
+    other, speaker, screen = _three_feeds(events)
+    fs = [other, speaker, screen]
+    allocator = StreamAllocator()
+    _allocate_for(allocator, fs, 350_000, 1)
+    assert other.paused and other.receiver.wanted_mask == 0  # nobody wants any layer of it now
+    for receiver in other.layers:
+        receiver.bitrate_bps = 0
+    other.receiver.set_active_layers(0, 5_000_000_000)  # the publisher stopped encoding them
+    _allocate_for(allocator, fs, 2_000_000, 5, n=6)
+    assert not other.paused and other.receiver.wanted_mask & 1
+
+
+def _plain_video(bitrate_bps: int, events: list[tuple[str, str, str, bool]]) -> Forwarder:
+    head = Receiver(FakeListener(), mid="0", kind="video", codec="video/VP8", clock_rate=90000,
+                    payload_type=96, ssrc=4000)
+    head.bitrate_bps = bitrate_bps
+    return _video_forwarder(head, FakeSink(), events, "plain")
+
+
+def test_video_without_simulcast_pauses_when_it_does_not_fit_and_resumes_with_headroom() -> None:
+    events: list[tuple[str, str, str, bool]] = []
+    f = _plain_video(300_000, events)
+    allocator = StreamAllocator()
+    _allocate_for(allocator, [f], 250_000, 1)
+    assert f.paused and f.bandwidth_paused and events == [("plain", "", REASON_BANDWIDTH, True)]
+    _allocate_for(allocator, [f], 350_000, 5)  # fits, not with 30% headroom
+    assert f.paused
+    _allocate_for(allocator, [f], 1_000_000, 9, n=4)
+    assert not f.paused and events[1:] == [("plain", "", REASON_BANDWIDTH, False)]
+
+
+async def test_publisher_measures_video_without_simulcast() -> None:
+    publisher = PublisherTransport(["127.0.0.1"])
+    try:
+        head = Receiver(FakeListener(), mid="0", kind="video", codec="video/VP8", clock_rate=90000,
+                        payload_type=96, ssrc=4000)
+        publisher.receivers_by_mid["0"] = head
+        publisher.check_layers(1_000_000_000, True)
+        head.octets += 50_000
+        publisher.check_layers(2_000_000_000, True)
+        assert head.bitrate_bps == 400_000
+        publisher.check_layers(2_050_000_000, False)  # between measurements: unchanged
+        assert head.bitrate_bps == 400_000
+    finally:
+        await publisher.close()
+
+
+def test_a_paused_feed_with_nothing_measured_is_not_left_paused() -> None:
+    events: list[tuple[str, str, str, bool]] = []
+    g = _plain_video(100_000, [])
+    f = _plain_video(300_000, events)
+    allocator = StreamAllocator()
+    _allocate_for(allocator, [g, f], 250_000, 1)
+    assert f.bandwidth_paused and not g.paused
+    f.set_paused(True)  # the subscriber's own pause: the allocator skips it and forgets its bitrate
+    _allocate_for(allocator, [g, f], 250_000, 5, n=1)
+    f.receiver.bitrate_bps = 0  # and nothing arrives any more
+    f.set_paused(False)
+    _allocate_for(allocator, [g, f], 250_000, 6, n=1)
+    assert not f.paused and events[-1] == ("plain", "", REASON_BANDWIDTH, False)
