@@ -43,6 +43,7 @@ MIN_BPS: Final = 30_000
 MAX_BPS: Final = 50_000_000
 BETA: Final = 0.85
 ACKED_WINDOW_US: Final = 500_000
+MAX_VALID_PROBE_RATIO: Final = 2.0  # a probe that "arrived" faster than this x its send rate is void
 LOSS_WINDOW_US: Final = 1_000_000
 LOSS_HIGH: Final = 0.10
 LOSS_LOW: Final = 0.02
@@ -371,6 +372,8 @@ class SendSideEstimator:
             return 0
         received_bps = size * 8_000_000 / (last_arrival - head[1])
         sent_bps = size * 8_000_000 / (last_send - head[0])
+        if received_bps > MAX_VALID_PROBE_RATIO * sent_bps:
+            return 0  # arrivals bunched (a receiver that read late stamps a batch at once): proves nothing
         proved = int(0.95 * min(received_bps, sent_bps))
         if proved > self.estimate_bps():
             self._delay_bps = max(self._delay_bps, float(proved))

@@ -171,3 +171,19 @@ def test_a_probe_that_gets_through_lifts_the_estimate_and_one_that_congests_does
                 proved = gcc.probe_finished()
                 assert (proved > 1_000_000) is lifted, (capacity, proved)
         assert (gcc.estimate_bps() > 1_000_000) is lifted, (capacity, gcc.estimate_bps())
+
+
+def test_a_probe_whose_arrivals_came_in_one_batch_proves_nothing() -> None:
+    """A receiver that was starved and read a probe's packets at once stamps them microseconds apart: the
+    "received rate" is then far above the send rate and says nothing about the link."""
+    gcc = SendSideEstimator(300_000)
+    send = 0
+    gcc.probe_started(send + 1)
+    batch = []
+    for i in range(60):  # 60 packets at 1.5 Mbit/s, all stamped within 60 us on arrival
+        send += int(PACKET * 8e6 / 1_500_000)
+        batch.append((send, 500_000 + i, PACKET))
+    gcc.probe_sent(send)
+    gcc.on_feedback(batch, batch[-1][1])
+    assert gcc.probe_finished() == 0
+    assert gcc.estimate_bps() < 1_000_000
