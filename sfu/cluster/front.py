@@ -127,7 +127,13 @@ class Front:
         first = await self._first_frame(ws)
         if first is None:
             return
-        key = await self._session_key(first, request)
+        try:
+            key = await self._session_key(first, request)
+        except Exception as exc:  # the store is unreachable (e.g. Redis down): not the client's fault
+            log.warning("cannot verify a join (%s: %s): asking the client to reconnect", type(exc).__name__,
+                        exc)
+            await close_for_reconnect(ws)
+            return
         headers = forward_headers(request)
         for _ in range(RELAY_ATTEMPTS):
             try:
