@@ -32,6 +32,7 @@ from client_sdk.rawtap import (
     RawSink,
     RtpTap,
     install_negotiation_codecs,
+    install_stun_parse_guard,
     media_sections,
     route_announced_ssrcs,
 )
@@ -74,6 +75,7 @@ class PublisherPeer:
     """The client-offered transport: every `publish` call is one offer/answer with all active feeds."""
 
     def __init__(self, configuration: RTCConfiguration, hosts: Sequence[str], request: Request) -> None:
+        install_stun_parse_guard()
         self.pc = RTCPeerConnection(configuration)
         self._hosts = tuple(hosts)
         self._request = request
@@ -149,6 +151,7 @@ class SubscriberPeer:
     ) -> None:
         """`make_remote` builds the handle of a feed the server subscribed us to (auto_subscribe)."""
         install_negotiation_codecs()  # before the first offer: a VP9 m-section must not fail it
+        install_stun_parse_guard()
         self.pc = RTCPeerConnection(configuration)
         self._hosts = tuple(hosts)
         self._send = send

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aioice.stun
 from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
@@ -190,3 +192,36 @@ class RtpTap:
             sink.push(RtpPacket.parse(data, self._dtls._rtp_header_extensions_map))
         except ValueError:
             return
+
+
+_original_parse_message: Callable[[bytes], Any] | None = None
+
+
+def _parse_stun(data: bytes) -> Any:
+    """aioice's `stun.parse_message` raising only ValueError, the one error its callers catch.
+
+    NOTE: aioice 0.13 tries every datagram of an ICE socket as STUN and unpacks attributes without length
+    checks: an SRTP packet whose sequence number happens to equal its length minus 20 passes the header
+    check and then raises `struct.error`, which `StunProtocol.datagram_received` does not catch (the
+    packet is lost with a traceback). RFC 7983: STUN starts with a byte 0-3, media never does.
+    """
+    assert _original_parse_message is not None
+    if not data or data[0] > 3:
+        raise ValueError("not a STUN message (RFC 7983)")
+    try:
+        return _original_parse_message(data)
+    except (struct.error, UnicodeDecodeError, IndexError) as exc:
+        raise ValueError(f"malformed STUN message: {exc}") from None
+
+
+def install_stun_parse_guard() -> None:
+    """Wraps `aioice.stun.parse_message` once per process (aioice looks it up per datagram).
+
+    The fourth aiortc/aioice internal the SDK touches (checked by test_rawtap_contract.py).
+    """
+    global _original_parse_message
+    current = aioice.stun.parse_message
+    if _original_parse_message is None and not hasattr(current, "__wrapped__"):  # once, whoever comes first
+        _original_parse_message = current
+        setattr(_parse_stun, "__wrapped__", current)  # noqa: B010 (inspect.unwrap finds aioice's own)
+        aioice.stun.parse_message = _parse_stun

@@ -687,6 +687,8 @@ def _parse_stun(data: bytes) -> Any:
 def install_stun_parse_guard() -> None:
     """Wraps `aioice.stun.parse_message` once per process (aioice's ICE and TURN look it up per call)."""
     global _original_parse_message
-    if _original_parse_message is None:
-        _original_parse_message = aioice.stun.parse_message
+    current = aioice.stun.parse_message
+    if _original_parse_message is None and not hasattr(current, "__wrapped__"):  # once, whoever comes first
+        _original_parse_message = current
+        setattr(_parse_stun, "__wrapped__", current)  # noqa: B010 (inspect.unwrap finds aioice's own)
         aioice.stun.parse_message = _parse_stun

@@ -165,3 +165,28 @@ def test_aiortc_reads_the_module_level_codec_table_when_it_negotiates() -> None:
     assert CODECS["video"][0].mimeType == "video/VP8"  # VP8 stays preferred
     payload_types = [c.payloadType for c in CODECS["video"]]
     assert len(payload_types) == len(set(payload_types))
+
+
+def test_the_stun_parse_guard_keeps_aioice_from_raising_struct_error_on_media() -> None:
+    """rawtap.install_stun_parse_guard: aioice parses every datagram as STUN and catches only ValueError."""
+    import struct
+
+    import aioice.stun
+
+    from client_sdk import rawtap
+
+    assert "stun.parse_message(data)" in inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+    assert "except ValueError:" in inspect.getsource(aioice.ice.StunProtocol.datagram_received)
+    attribute = struct.pack("!HH", 0x8029, 8) + b"\x00" * 4  # ICE-CONTROLLED with 4 of its 8 bytes
+    truncated = struct.pack("!HHI12s", 0x0001, len(attribute), 0x2112A442, b"t" * 12) + attribute
+    with pytest.raises(struct.error):
+        inspect.unwrap(aioice.stun.parse_message)(truncated)  # aioice's own, under any guard in place
+    rawtap.install_stun_parse_guard()
+    rawtap.install_stun_parse_guard()  # idempotent (and a no-op if the server's guard came first)
+    with pytest.raises(ValueError, match="malformed STUN"):
+        aioice.stun.parse_message(truncated)
+    rtp = bytes([0x80, 0x60]) + (100 - 20).to_bytes(2, "big") + bytes(96)  # seq == length - 20
+    with pytest.raises(ValueError, match="RFC 7983"):
+        aioice.stun.parse_message(rtp)
+    good = aioice.stun.Message(aioice.stun.Method.BINDING, aioice.stun.Class.REQUEST)
+    assert aioice.stun.parse_message(bytes(good)).transaction_id == good.transaction_id
