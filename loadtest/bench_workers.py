@@ -1,15 +1,19 @@
 """Forwarding with `sfu serve --workers 1` vs `--workers 2`: many sessions of 1 publisher x N subscribers.
 
     python -m loadtest.bench_workers                       # 8 sessions of 1 x 20, 20 s, workers 1 then 2
-    python -m loadtest.bench_workers --sessions 12 --subscribers 20 --duration 30 --workers 1,2
+    python -m loadtest.bench_workers --sessions 12,16 --client-nice 10 --workers 1,2
 
-For each worker count a fresh server is spawned (`SFU_WORKERS`), then one `python -m loadtest` per session
-starts at once against it (each its own session, so the front spreads them over the workers). Once the
-server forwards to every subscriber (its `sfu_forwarders` gauge), this script measures one common window
-of `--duration` seconds on the server's `/metrics` (the sum over workers): packets forwarded per second
-and the CPU of all server processes. Loss comes from the subscribers' own reports (their windows lie
-inside the common one). The clients run on the same machine: when it is saturated the figure measures
-the machine, not the server; the table says how busy the machine was.
+For each worker count and session count a fresh server is spawned (`SFU_WORKERS`), then one
+`python -m loadtest` per session starts at once against it (each its own session, so the front spreads
+them over the workers). Once the server forwards to every subscriber (its `sfu_forwarders` gauge), this
+script measures one common window of `--duration` seconds: packets forwarded per second on the server's
+`/metrics` (the sum over workers), the CPU of each server process from /proc (front, worker, ...), and
+what the subscribers received and lost (their own reports; their windows lie inside the common one).
+
+The clients run on the same machine. Their subscribers count at the UDP socket by default
+(`--subscriber-path socket`), a fraction of the server's CPU per packet; `--client-nice` runs them at a
+lower priority and `--server-cpus`/`--client-cpus` pin either side with `taskset`, so the table can say
+what the server does when it, not the clients, runs out of CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,13 +30,14 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.report import machine_busy_s
+from loadtest.report import machine_busy_s, udp_rcvbuf_errors
 from loadtest.runner import parse_metrics
 from loadtest.spawn import SpawnedServer
 
 FEEDS_PER_PUBLISHER = 2  # VP8 + Opus
-READY_TIMEOUT_S = 120.0
+READY_TIMEOUT_S = 180.0
 CLIENT_MARGIN_S = 10.0
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +45,17 @@ class Point:
     workers: int
     sessions: int
     streams: int
-    forwarded_pps: float
+    offered_pps: float  # packets the publishers sent x subscribers: what full delivery would be
+    forwarded_pps: float  # the server's sfu_packets_out_total
+    delivered_pps: float  # what the subscribers received
     loss_pct: float
     server_cpu_pct: float
-    us_per_packet: float
+    process_cpu_pct: list[float]  # front first, then each worker
+    us_per_packet: float  # server CPU (all processes) per forwarded packet
+    client_us_per_packet: float  # load-tool CPU per received packet
     machine_cpu_pct: float
+    load_avg: float  # 1-minute load average at the end of the window
+    rcvbuf_drops: float  # datagrams the kernel dropped on full UDP receive buffers (machine-wide), per s
     failed_runs: int
 
 
@@ -64,18 +76,60 @@ def _total(metrics: dict[str, float], name: str) -> float:
     return metrics.get(name, 0.0)  # parse_metrics sums every label set under the bare name
 
 
-def run_point(workers: int, sessions: int, subscribers: int, duration_s: float) -> Point:
-    streams = sessions * subscribers * FEEDS_PER_PUBLISHER
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    return found
+
+
+def server_processes(pid: int) -> list[int]:
+    """The server's process and its descendants (front, then workers, and their helpers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        todo += _children(p)
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of one process (/proc/PID/stat fields 14 and 15), NaN once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, ValueError, IndexError):
+        return math.nan
+
+
+def _client_command(args: argparse.Namespace, server: SpawnedServer, run_s: float) -> list[str]:
+    prefix: list[str] = []
+    if args.client_cpus:
+        prefix += ["taskset", "-c", args.client_cpus]
+    if args.client_nice:
+        prefix += ["nice", "-n", str(args.client_nice)]
+    return [*prefix, sys.executable, "-m", "loadtest", "--url", server.url, "--key-id", server.key_id,
+            "--secret", server.secret, "-p", "1", "-s", str(args.subscribers), "--duration", str(run_s),
+            "--subscriber-path", args.subscriber_path, "--json", "--quiet"]  # fmt: skip
+
+
+def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
+    streams = sessions * args.subscribers * FEEDS_PER_PUBLISHER
     os.environ["SFU_WORKERS"] = str(workers)
     try:
         with SpawnedServer() as server:
-            run_s = duration_s + CLIENT_MARGIN_S  # each client's own window spans the common one
-            cmd = [sys.executable, "-m", "loadtest", "--url", server.url, "--key-id", server.key_id,
-                   "--secret", server.secret, "-p", "1", "-s", str(subscribers), "--duration", str(run_s),
-                   "--json", "--quiet"]
+            if args.server_cpus:
+                for pid in server_processes(server.pid):
+                    subprocess.run(["taskset", "-a", "-p", "-c", args.server_cpus, str(pid)],
+                                   check=True, capture_output=True)  # fmt: skip
+            run_s = args.duration + CLIENT_MARGIN_S  # each client's own window spans the common one
+            cmd = _client_command(args, server, run_s)
             procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(sessions)]
             try:
-                window = _measure(server.url, streams, duration_s)
+                window = _measure(server, streams, args.duration)
                 outputs = [p.communicate(timeout=run_s + READY_TIMEOUT_S)[0] for p in procs]
             finally:
                 for proc in procs:
@@ -89,15 +143,25 @@ def run_point(workers: int, sessions: int, subscribers: int, duration_s: float) 
         with contextlib.suppress(ValueError, KeyError):  # a failed run printed its error on stderr
             reports.append(json.loads(text)["report"])
     expected = sum(r["expected"] for r in reports)
-    loss = 100.0 * sum(r["lost"] for r in reports) / expected if expected else float("nan")
-    forwarded_pps, cpu_pct, busy_pct = window
-    return Point(workers, sessions, streams, forwarded_pps, loss, cpu_pct,
-                 cpu_pct * 1e4 / forwarded_pps if forwarded_pps else float("nan"), busy_pct,
-                 sessions - len(reports))
+    loss = 100.0 * sum(r["lost"] for r in reports) / expected if expected else math.nan
+    offered = sum(r["sent_pps"] * r["subscribers"] for r in reports)
+    delivered = sum(r["received_pps"] for r in reports)
+    client_us = [(r["client_cpu_us_per_packet"] or math.nan, r["received_pps"]) for r in reports]
+    weight = sum(w for _, w in client_us)
+    client_us_per_packet = sum(u * w for u, w in client_us) / weight if weight else math.nan
+    forwarded_pps, cpu_pct, per_process, busy_pct, drops = window
+    return Point(workers, sessions, streams, offered, forwarded_pps, delivered, loss, cpu_pct, per_process,
+                 cpu_pct * 1e4 / forwarded_pps if forwarded_pps else math.nan, client_us_per_packet,
+                 busy_pct, os.getloadavg()[0], drops, sessions - len(reports))  # fmt: skip
 
 
-def _measure(url: str, streams: int, duration_s: float) -> tuple[float, float, float]:
-    """Waits for every forwarder, then (forwarded pkt/s, server CPU %, machine CPU %) over the window."""
+Window = tuple[float, float, list[float], float, float]
+
+
+def _measure(server: SpawnedServer, streams: int, duration_s: float) -> Window:
+    """Waits for every forwarder, then (forwarded pkt/s, server CPU %, CPU % per server process,
+    machine CPU %) over the window."""
+    url = server.url
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if _total(_metrics(url), "sfu_forwarders") >= streams:
@@ -105,40 +169,61 @@ def _measure(url: str, streams: int, duration_s: float) -> tuple[float, float, f
         time.sleep(1.0)
     else:
         print(f"bench_workers: not every stream is forwarded after {READY_TIMEOUT_S:.0f} s; measuring anyway",
-              file=sys.stderr)
-    time.sleep(3.0)  # key frames and NACK bursts of the last joins settle
-    m0, busy0, t0 = _metrics(url), machine_busy_s(), time.monotonic()
+              file=sys.stderr)  # fmt: skip
+    time.sleep(3.0)  # key frames of the last joins settle
+    pids = server_processes(server.pid)
+    m0, busy0, t0, drops0 = _metrics(url), machine_busy_s(), time.monotonic(), udp_rcvbuf_errors()
+    c0 = [cpu_s(p) for p in pids]
     time.sleep(duration_s)
-    m1, busy1, t1 = _metrics(url), machine_busy_s(), time.monotonic()
+    c1 = [cpu_s(p) for p in pids]
+    m1, busy1, t1, drops1 = _metrics(url), machine_busy_s(), time.monotonic(), udp_rcvbuf_errors()
     span = t1 - t0
     packets = _total(m1, "sfu_packets_out_total") - _total(m0, "sfu_packets_out_total")
-    cpu = _total(m1, "process_cpu_seconds_total") - _total(m0, "process_cpu_seconds_total")
-    return packets / span, 100.0 * cpu / span, 100.0 * (busy1 - busy0) / span
+    per_process = [round(100.0 * (b - a) / span, 1) for a, b in zip(c0, c1, strict=True)]
+    busy = [c for c in per_process if not math.isnan(c) and c >= 0.5]  # the server's idle helpers left out
+    return packets / span, sum(busy), busy, 100.0 * (busy1 - busy0) / span, (drops1 - drops0) / span
+
+
+def _list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench_workers", description=__doc__.splitlines()[0])
-    p.add_argument("--sessions", type=int, default=8, help="concurrent sessions (one load run each)")
+    p.add_argument("--sessions", default="8", help="concurrent sessions (one load run each), e.g. 8,12,16")
     p.add_argument("--subscribers", type=int, default=20, help="subscribers per session (1 publisher)")
     p.add_argument("--duration", type=float, default=20.0, help="common measurement window, seconds")
     p.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 1,2")
+    p.add_argument("--subscriber-path", choices=("socket", "aiortc"), default="socket",
+                   help="how the load tool's subscribers count (python -m loadtest --help)")  # fmt: skip
+    p.add_argument("--client-nice", type=int, default=0, help="run the load tool under `nice -n N`")
+    p.add_argument("--client-cpus", default="", help="pin the load tool: `taskset -c LIST`")
+    p.add_argument("--server-cpus", default="", help="pin every server process: `taskset -a -p -c LIST`")
     args = p.parse_args(argv)
     points = []
-    for count in (int(v) for v in args.workers.split(",") if v.strip()):
-        print(f"bench_workers: --workers {count}, {args.sessions} sessions of 1 x {args.subscribers}",
-              file=sys.stderr, flush=True)
-        points.append(run_point(count, args.sessions, args.subscribers, args.duration))
+    for sessions in _list(args.sessions):
+        for count in _list(args.workers):
+            print(f"bench_workers: --workers {count}, {sessions} sessions of 1 x {args.subscribers}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            points.append(run_point(args, count, sessions))
     print(f"python -m loadtest.bench_workers {' '.join(sys.argv[1:] if argv is None else argv)}")
-    print("| workers | sessions | streams | forwarded pkt/s | loss % | server CPU % | CPU us/fwd pkt "
-          "| machine CPU % | failed runs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| workers | sessions | streams | offered pkt/s | forwarded pkt/s | delivered pkt/s | loss % "
+          "| server CPU % (front, workers) | server us/fwd pkt | client us/recv pkt | machine CPU % "
+          "| load avg | rcvbuf drops/s | failed runs |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for pt in points:
-        print(f"| {pt.workers} | {pt.sessions} | {pt.streams} | {pt.forwarded_pps:.0f} | {pt.loss_pct:.3f} | "
-              f"{pt.server_cpu_pct:.0f} | {pt.us_per_packet:.1f} | "
-              f"{pt.machine_cpu_pct:.0f} of {100 * (os.cpu_count() or 1)} | {pt.failed_runs} |")
-    if len(points) >= 2 and points[0].forwarded_pps > 0:
-        print(f"forwarded pkt/s, workers {points[-1].workers} / {points[0].workers}: "
-              f"{points[-1].forwarded_pps / points[0].forwarded_pps:.2f}")
+        per = ", ".join(f"{c:.0f}" for c in pt.process_cpu_pct)
+        print(f"| {pt.workers} | {pt.sessions} | {pt.streams} | {pt.offered_pps:.0f} "
+              f"| {pt.forwarded_pps:.0f} | {pt.delivered_pps:.0f} | {pt.loss_pct:.3f} "
+              f"| {pt.server_cpu_pct:.0f} ({per}) "
+              f"| {pt.us_per_packet:.1f} | {pt.client_us_per_packet:.1f} "
+              f"| {pt.machine_cpu_pct:.0f} of {100 * (os.cpu_count() or 1)} | {pt.load_avg:.1f} "
+              f"| {pt.rcvbuf_drops:.0f} | {pt.failed_runs} |")  # fmt: skip
+    for sessions in _list(args.sessions):
+        same = [pt for pt in points if pt.sessions == sessions]
+        if len(same) >= 2 and same[0].forwarded_pps > 0:
+            print(f"{sessions} sessions: forwarded pkt/s, workers {same[-1].workers} / {same[0].workers}: "
+                  f"{same[-1].forwarded_pps / same[0].forwarded_pps:.2f}")  # fmt: skip
     return 0
 
 

@@ -5,6 +5,7 @@
     python -m loadtest --spawn --sweep subscribers=1,10,50 --out loadtest-results
     python -m loadtest --spawn -p 10 -s 300 --video none          # audio only
     python -m loadtest --spawn -p 2 -s 5 --compare-aiortc-relay  # the same load against aiortc's relay
+    python -m loadtest --spawn -p 1 -s 20 --subscriber-path aiortc  # subscribers receive through aiortc
 
 Progress goes to stderr; the table (or one JSON object with `--json`) to stdout. With `--sweep`, a JSON
 file and a PNG plot (CPU per forwarded packet and loss vs the swept count) are written to `--out`.
@@ -26,7 +27,7 @@ from typing import Any
 from loadtest.report import Report, details, machine, machine_busy_s, table
 from loadtest.runner import LoadConfig, run_load
 from loadtest.spawn import SpawnedRelay, SpawnedServer
-from loadtest.worker import MediaSpec
+from loadtest.worker import SUBSCRIBER_PATHS, MediaSpec
 
 SWEEPABLE = ("subscribers", "publishers")
 TARGETS = ("sfu", "aiortc-relay")
@@ -104,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="pysfu: publishers stay muted until every subscriber is connected (fast setup of big runs)",
     )
     load.add_argument(
+        "--subscriber-path",
+        choices=SUBSCRIBER_PATHS,
+        default="socket",
+        help="socket: count RTP headers at the UDP socket before SRTP unprotect (cheap, default); "
+        "aiortc: unprotect + parse every packet through client_sdk's raw feed (the SDK's receive path)",
+    )
+    load.add_argument(
         "--udp-buffer",
         type=_bitrate,
         default=2 * 1024 * 1024,
@@ -131,7 +139,8 @@ def _config(args: argparse.Namespace, url: str, key_id: str, secret: str) -> Loa
     )  # fmt: skip
     return LoadConfig(url, key_id, secret, args.publishers, args.subscribers, args.duration, args.warmup,
                       args.workers, media, udp_buffer_bytes=args.udp_buffer,
-                      connect_muted=args.connect_muted)  # fmt: skip
+                      connect_muted=args.connect_muted,
+                      subscriber_path=args.subscriber_path)  # fmt: skip
 
 
 def run_points(args: argparse.Namespace, overrides: dict[str, Any]) -> list[Report]:

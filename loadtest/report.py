@@ -53,6 +53,10 @@ class Report:
     server_drops: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     target: str = "sfu"  # or "aiortc-relay"
+    # all load workers' CPU (publishers included) per packet their subscribers received, microseconds
+    client_cpu_us_per_packet: float = math.nan
+    subscriber_path: str = "socket"  # how subscribers counted: "socket" or "aiortc" (loadtest/worker.py)
+    unmatched: int = 0  # socket path: datagrams of SSRCs no subscribed feed announced (dropped)
 
     def to_json(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
@@ -76,6 +80,7 @@ def build_report(
     machine_cpu_s: float = math.nan,
     udp_rcvbuf_errors: float = math.nan,
     target: str = "sfu",
+    subscriber_path: str = "socket",
 ) -> Report:
     """Window deltas; latency comes from the end snapshots, which carry the window's samples."""
     s0 = {s["worker"]: s for s in snaps[0]}
@@ -95,6 +100,8 @@ def build_report(
     if target != "sfu":  # the aiortc relay counts no packets: use what its subscribers received
         out_packets = float(client("received"))
     sent = client("pub_packets")
+    client_cpu_s = sum(s1[w]["cpu_s"] - s0[w]["cpu_s"] for w in s1 if w in s0)
+    received = client("received")
     drops = {
         k.removeprefix("sfu_drops_total"): m1[k] - m0.get(k, 0.0)
         for k in m1
@@ -140,6 +147,9 @@ def build_report(
         udp_rcvbuf_errors=udp_rcvbuf_errors,
         server_drops=drops,
         errors=errors,
+        client_cpu_us_per_packet=client_cpu_s * 1e6 / received if received else math.nan,
+        subscriber_path=subscriber_path,
+        unmatched=sum(s1[w].get("unmatched", 0) - s0[w].get("unmatched", 0) for w in s1 if w in s0),
     )
 
 
@@ -181,7 +191,9 @@ def details(r: Report) -> str:
         f"({r.received_payload_mbps:.2f} Mbit/s payload) over {r.streams} streams in {r.duration_s} s; "
         f"lost {r.lost}/{r.expected}, reordered {r.reordered}, duplicates {r.duplicates}, "
         f"jitter {_f(r.jitter_ms, 2)} ms, latency samples {r.latency_samples}",
-        f"worker CPU %: {r.worker_cpu_pct}; server loop lag max {_f(r.server_loop_lag_max_s * 1e3, 1)} ms; "
+        f"worker CPU %: {r.worker_cpu_pct} ({_f(r.client_cpu_us_per_packet, 1)} us per received packet, "
+        f"subscribers count on the {r.subscriber_path} path); "
+        f"server loop lag max {_f(r.server_loop_lag_max_s * 1e3, 1)} ms; "
         f"machine CPU {_f(r.machine_cpu_pct)}% of {100 * (os.cpu_count() or 1)}% "
         f"(others: {_f(r.machine_cpu_pct - r.server_cpu_pct - sum(r.worker_cpu_pct))}%); "
         f"UDP receive buffer overflows {_f(r.udp_rcvbuf_errors)}",

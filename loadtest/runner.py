@@ -47,6 +47,7 @@ class LoadConfig:
     target: str = "sfu"  # "sfu" (pysfu) or "aiortc-relay" (loadtest/aiortc_relay.py)
     udp_buffer_bytes: int = 2 * 1024 * 1024  # SO_RCVBUF of the workers' ICE sockets
     connect_muted: bool = False  # pysfu: feeds muted until every subscriber is connected (big runs)
+    subscriber_path: str = "socket"  # count at the UDP socket, or "aiortc" (loadtest/worker.py)
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -71,6 +72,7 @@ def plan_workers(config: LoadConfig, session: str) -> list[WorkerPlan]:
             target=config.target,
             udp_buffer_bytes=config.udp_buffer_bytes,
             connect_muted=config.connect_muted and config.target == "sfu",
+            subscriber_path=config.subscriber_path,
         )
         for w in range(count)
     ]
@@ -235,6 +237,7 @@ async def run_load(config: LoadConfig, progress: Callable[[str], None] | None = 
         busy1 - busy0,
         overflows1 - overflows0,
         config.target,
+        config.subscriber_path if config.target == "sfu" else "aiortc",
     )
 
 

@@ -1,10 +1,19 @@
 """One load worker process: some publishers and some counting subscribers, driven over a pipe.
 
-Publishers replay pre-encoded clips (`client_sdk.encoded`), so they cost no codec time. Subscribers use
-`subscribe(feed_id, decode=False)` and read RTP headers only. Publishers and subscribers of one worker
-share a process, hence a clock: each RTP packet a publisher hands to its DTLS transport is stamped with a
-fingerprint of its payload (`SendStamps`), and a subscriber in the same worker finds the stamp again, which
-gives the latency added on the way through the server without touching the packets.
+Publishers replay pre-encoded clips (`client_sdk.encoded`), so they cost no codec time. Each RTP packet a
+publisher hands to its DTLS transport gets the tool's send-time header extension (`loadtest.taps`).
+
+Subscribers join and negotiate like any client (ICE, DTLS, `subscribe(feed_id, decode=False)`), then
+count, by one of two paths (`WorkerPlan.subscriber_path`):
+
+- `socket` (default): at the UDP socket, from the RTP header SRTP leaves in the clear, before unprotect
+  (`loadtest.taps.SocketTap`): about half the load-tool CPU per received packet of the aiortc path
+  (docs/benchmarks.md, "Workers"); most of what is left is the event loop's and kernel's receive path.
+  Latency comes from the send-time extension (CLOCK_MONOTONIC is one
+  clock for all processes), for every subscriber.
+- `aiortc`: aiortc unprotects and parses every packet, which reaches `client_sdk`'s raw feed (the SDK's
+  own receive path, more CPU per packet than the server spends forwarding it). Latency from a
+  fingerprint of the payload (`SendStamps`), for subscribers in the publisher's worker only.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from client_sdk.encoded import EncodedAudioTrack, EncodedClip, EncodedVideoTrack
 from loadtest.pipe import recv
 from loadtest.relay_client import RelayFeed, RelayPeers
 from loadtest.stats import SendStamps, StreamStats, rtp_payload
+from loadtest.taps import CountedStream, SocketTap, hook_send, install_send_time_extension, subscriber_dtls
 from sfu.metrics import process_rss_bytes
 
 CLOSE_TIMEOUT_S: Final = 10.0
@@ -30,6 +40,7 @@ PROGRESS_EVERY_S: Final = 2.0
 DTX_EVERY: Final = 20  # Opus DTX: one 20 ms packet per 400 ms of silence (RFC 7587 section 3.1.3)
 _monotonic_ns = time.monotonic_ns
 T = TypeVar("T")
+SUBSCRIBER_PATHS: Final = ("socket", "aiortc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +85,7 @@ class WorkerPlan:
     target: str = "sfu"  # or "aiortc-relay" (loadtest/aiortc_relay.py)
     udp_buffer_bytes: int = 2 * 1024 * 1024  # SO_RCVBUF of every client ICE socket
     connect_muted: bool = False  # publishers mute their feeds until every subscriber is connected
+    subscriber_path: str = "socket"  # or "aiortc" (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +101,10 @@ class WorkerState:
     def __init__(self, index: int) -> None:
         self.index = index
         self.stamps = SendStamps()
+        self.fingerprints = True  # SendStamps per sent packet (the aiortc path's latency)
         self.streams: list[StreamStats] = []
+        self.counted: list[CountedStream] = []  # the socket path's streams
+        self.taps: list[SocketTap] = []
         self.latency_ms: list[float] = []
         self.measuring = False
         self.pub_packets = 0
@@ -97,6 +112,12 @@ class WorkerState:
         self.received_bytes = 0
         self.subscribers_connected = 0
         self.errors: list[str] = []
+
+    def measure_latency(self, on: bool) -> None:
+        """The socket path appends its samples straight to `latency_ms` while measuring."""
+        self.measuring = on
+        for counted in self.counted:
+            counted.latency_ms = self.latency_ms if on else None
 
     def snapshot(self, with_latency: bool) -> dict[str, Any]:
         streams = self.streams
@@ -107,7 +128,8 @@ class WorkerState:
             "streams": len(streams),
             "streams_live": sum(1 for s in streams if s.received),
             "received": sum(s.received for s in streams),
-            "received_bytes": self.received_bytes,
+            "received_bytes": self.received_bytes + sum(c.payload_bytes for c in self.counted),
+            "unmatched": sum(t.unmatched for t in self.taps),
             "expected": sum(s.expected for s in streams),
             "lost": sum(s.lost for s in streams),
             "reordered": sum(s.reordered for s in streams),
@@ -123,37 +145,32 @@ class WorkerState:
 
 
 def hook_publisher(state: WorkerState, publisher: int, transport: Any) -> bool:
-    """Stamps every RTP packet the publisher's DTLS transport sends; False if aiortc moved `_send_rtp`.
-
-    NOTE: aiortc 1.16 `RTCRtpSender` calls `self.transport._send_rtp(bytes)` (looked up on the instance)
-    with each serialized RTP or RTCP packet before SRTP protection.
-    """
-    original = getattr(transport, "_send_rtp", None)
-    if original is None:
-        return False
+    """Counts and stamps every RTP packet the publisher's DTLS transport sends (`taps.hook_send`), and
+    with the aiortc path also fingerprints it; False if aiortc moved `_send_rtp`."""
     stamps = state.stamps
 
-    async def send_rtp(data: bytes) -> None:
-        if len(data) >= 12 and not 192 <= data[1] <= 223:  # RTCP packet types (RFC 5761 section 4)
-            state.pub_packets += 1
-            state.pub_octets += len(data)
-            stamps.stamp(publisher, rtp_payload(data), _monotonic_ns())
-        await original(data)
+    def on_packet(data: bytes, now_ns: int) -> None:
+        state.pub_packets += 1
+        state.pub_octets += len(data)
+        if state.fingerprints:
+            stamps.stamp(publisher, rtp_payload(data), now_ns)
 
-    transport._send_rtp = send_rtp
-    return True
+    return hook_send(transport, on_packet)
+
+
+def _clock_of(section: Any, kind: str) -> tuple[int, int]:
+    """(primary payload type or -1, its clock rate) of a subscribed m-section."""
+    clock = 90000 if kind == "video" else 48000
+    if section is not None:
+        for pt, mime in section.codecs_by_pt.items():
+            if not mime.lower().endswith("/rtx"):
+                return pt, section.clock_rate_by_pt.get(pt, clock)
+    return -1, clock
 
 
 async def read_feed(state: WorkerState, raw: client_sdk.RawFeed | RelayFeed, ref: FeedRef) -> None:
     """Counts one raw feed until it ends or the task is cancelled."""
-    section = raw.section
-    primary = -1
-    clock = 90000 if ref.kind == "video" else 48000
-    if section is not None:
-        for pt, mime in section.codecs_by_pt.items():
-            if not mime.lower().endswith("/rtx"):
-                primary, clock = pt, section.clock_rate_by_pt.get(pt, clock)
-                break
+    primary, clock = _clock_of(raw.section, ref.kind)
     stream = StreamStats(clock)
     state.streams.append(stream)
     stamps, publisher = state.stamps, ref.publisher
@@ -181,6 +198,10 @@ class Worker:
         self._gate = asyncio.Semaphore(plan.connect_concurrency)
         self.relay = RelayPeers(plan.url) if plan.target == "aiortc-relay" else None
         self.publishing: list[tuple[client_sdk.Session, list[str]]] = []
+        self.socket_path = plan.subscriber_path == "socket" and self.relay is None
+        self.state.fingerprints = not self.socket_path
+        if plan.target == "sfu":
+            install_send_time_extension()
 
     def token(self, uid: str, grants: dict[str, Any]) -> str:
         plan = self.plan
@@ -249,6 +270,10 @@ class Worker:
                 raws = await asyncio.gather(
                     *(session.subscribe(ref.feed_id, decode=False, timeout_s=60.0) for ref in feeds)
                 )
+                if self.socket_path:
+                    self._tap_sockets(session, feeds, raws)
+                    self.state.subscribers_connected += 1
+                    return True
                 for ref, raw in zip(feeds, raws, strict=True):
                     task = asyncio.create_task(read_feed(self.state, raw, ref), name=f"read-{index}")
                     self.readers.append(task)
@@ -257,6 +282,25 @@ class Worker:
 
         results = await self._gather([one(i) for i in self.plan.subscribers])
         return sum(1 for ok in results if ok)
+
+    def _tap_sockets(
+        self, session: client_sdk.Session, feeds: list[FeedRef], raws: list[client_sdk.RawFeed]
+    ) -> None:
+        """The socket path: one `SocketTap` per subscriber transport, one counted stream per feed."""
+        tap = SocketTap(subscriber_dtls(session))
+        for ref, raw in zip(feeds, raws, strict=True):
+            if raw.section is None or not raw.section.ssrcs:
+                raise RuntimeError(f"feed {ref.feed_id}: the offer announced no SSRC to count by")
+            counted = CountedStream(StreamStats(_clock_of(raw.section, ref.kind)[1]))
+            if self.state.measuring:
+                counted.latency_ms = self.state.latency_ms
+            for ssrc in raw.section.ssrcs:
+                tap.bind(ssrc, counted)
+            self.state.streams.append(counted.stats)
+            self.state.counted.append(counted)
+        if not tap.install():
+            raise RuntimeError("no ICE socket to tap")
+        self.state.taps.append(tap)
 
     async def _gather(self, jobs: Sequence[Awaitable[T]]) -> list[T | None]:
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)
@@ -270,6 +314,8 @@ class Worker:
         return results
 
     async def close(self) -> None:
+        for tap in self.state.taps:
+            tap.detach()
         for task in self.readers:
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
@@ -315,10 +361,10 @@ class Worker:
         """`begin` starts collecting latency samples, `end` hands them over, `progress` only counts."""
         if phase == "begin":
             self.state.latency_ms = []
-            self.state.measuring = True
-        snap = self.state.snapshot(with_latency=phase == "end")
+            self.state.measure_latency(True)
         if phase == "end":
-            self.state.measuring = False
+            self.state.measure_latency(False)
+        snap = self.state.snapshot(with_latency=phase == "end")
         self.conn.send(("snapshot", snap))
 
 

@@ -29,6 +29,9 @@ async def test_a_five_second_load_of_one_publisher_and_five_subscribers_loses_no
     assert report.expected > 0 and report.lost == 0 and report.loss_pct == 0.0
     assert report.received_pps > 0 and report.sent_pps > 0
     assert report.latency_samples > 0
+    # the default counting path: at the subscribers' sockets, every datagram from an announced SSRC
+    assert report.subscriber_path == "socket" and report.unmatched == 0
+    assert report.client_cpu_us_per_packet > 0
     assert 0 < report.latency_ms_p50 <= report.latency_ms_p95 <= report.latency_ms_p99 < 1000
     # the server's view, from /metrics deltas
     assert report.server_pps_out > 4 * report.server_pps_in > 0
