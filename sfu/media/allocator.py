@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 UPGRADE_HEADROOM: Final = 1.25
 RESUME_HEADROOM: Final = 1.3
 PAUSE_AFTER: Final = 3  # allocations (seconds) in a row below the lowest layers before video pauses
+# A feed without simulcast pauses only when the estimate is below this share of its rate: its rate
+# includes key-frame bursts, a receiver's REMB (aiortc) tracks the incoming rate from just below, and
+# pausing the only layer is drastic (a simulcast feed steps down first). Measured: with "just below",
+# an aiortc subscriber on a link with 5% random loss had its only video paused at start for good.
+SINGLE_LAYER_PAUSE_SHARE: Final = 0.5
 PROBE_INTERVAL_NS: Final = 2_000_000_000
 DECREASE_HOLD_NS: Final = 5_000_000_000  # after going down, let queues drain and repairs finish first
 LOSS_QUIET: Final = 0.02  # no probe while the link loses more than this
@@ -243,7 +248,10 @@ class StreamAllocator:
         for f, low in zip(video, lowest, strict=True):
             if not low:  # nothing measured (or remembered) to judge by: a pause must not outlive that
                 f.set_bandwidth_paused(False)
-        lowest = [low for _f, low in known]
+        lowest = [
+            low if f.selector.simulcast or f.bandwidth_paused else int(low * SINGLE_LAYER_PAUSE_SHARE)
+            for f, low in known
+        ]
         pauses = choose_paused(video_budget, lowest, [f.bandwidth_paused for f, _low in known])
         wanted = any(pause and not f.bandwidth_paused for (f, _low), pause in zip(known, pauses, strict=True))
         self._pause_votes = self._pause_votes + 1 if wanted else 0

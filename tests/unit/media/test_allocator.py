@@ -302,11 +302,13 @@ def test_video_without_simulcast_pauses_when_it_does_not_fit_and_resumes_with_he
     events: list[tuple[str, str, str, bool]] = []
     f = _plain_video(300_000, events)
     allocator = StreamAllocator()
-    _allocate_for(allocator, [f], 250_000, 1)
+    _allocate_for(allocator, [f], 250_000, 1)  # just below its rate: no reason to pause the only layer
+    assert not f.paused and events == []
+    _allocate_for(allocator, [f], 140_000, 5)  # below half of it: paused
     assert f.paused and f.bandwidth_paused and events == [("plain", "", REASON_BANDWIDTH, True)]
-    _allocate_for(allocator, [f], 350_000, 5)  # fits, not with 30% headroom
+    _allocate_for(allocator, [f], 350_000, 9)  # fits, not with 30% headroom
     assert f.paused
-    _allocate_for(allocator, [f], 1_000_000, 9, n=4)
+    _allocate_for(allocator, [f], 1_000_000, 13, n=4)
     assert not f.paused and events[1:] == [("plain", "", REASON_BANDWIDTH, False)]
 
 
@@ -331,11 +333,11 @@ def test_a_paused_feed_with_nothing_measured_is_not_left_paused() -> None:
     g = _plain_video(100_000, [])
     f = _plain_video(300_000, events)
     allocator = StreamAllocator()
-    _allocate_for(allocator, [g, f], 250_000, 1)
+    _allocate_for(allocator, [g, f], 120_000, 1)  # g's half (50k) fits, f's (150k) not in the rest
     assert f.bandwidth_paused and not g.paused
     f.set_paused(True)  # the subscriber's own pause: the allocator skips it and forgets its bitrate
-    _allocate_for(allocator, [g, f], 250_000, 5, n=1)
+    _allocate_for(allocator, [g, f], 120_000, 5, n=1)
     f.receiver.bitrate_bps = 0  # and nothing arrives any more
     f.set_paused(False)
-    _allocate_for(allocator, [g, f], 250_000, 6, n=1)
+    _allocate_for(allocator, [g, f], 120_000, 6, n=1)
     assert not f.paused and events[-1] == ("plain", "", REASON_BANDWIDTH, False)
