@@ -146,15 +146,21 @@ async def test_a_page_on_a_disallowed_origin_is_told_origin_not_allowed(
     assert refused, "the server did not log the forbidden join"
 
 
-async def test_shrinking_a_tile_switches_that_subscriber_to_the_lowest_layer(
-    server: RunningServer, browser: Any
-) -> None:
+async def alice_publishes_to_bob(server: RunningServer, browser: Any) -> tuple[Any, Any, str]:
+    """Two demo pages: Alice with her camera (no mic), Bob watching only, once he decodes her video."""
     url = await demo_url(server)
     alice = await new_page(browser, server.url)
     bob = await new_page(browser, server.url)
     alice_uid = await join_demo(alice, url, "Alice", mic=False)
     await join_demo(bob, url, "Bob", mic=False, cam=False)
     await wait_for_decoding(bob, 1)
+    return alice, bob, alice_uid
+
+
+async def test_shrinking_a_tile_switches_that_subscriber_to_the_lowest_layer(
+    server: RunningServer, browser: Any
+) -> None:
+    _alice, bob, alice_uid = await alice_publishes_to_bob(server, browser)
     read_width = f"""async () => {{
       const tile = window.demo.state.tiles.get('{alice_uid}');
       const stats = await tile.videoFeed.receiver.getStats();
@@ -184,12 +190,7 @@ async def test_shrinking_a_tile_switches_that_subscriber_to_the_lowest_layer(
 async def test_a_dropped_socket_resumes_without_the_others_seeing_a_leave(
     server: RunningServer, browser: Any
 ) -> None:
-    url = await demo_url(server)
-    alice = await new_page(browser, server.url)
-    bob = await new_page(browser, server.url)
-    alice_uid = await join_demo(alice, url, "Alice", mic=False)
-    await join_demo(bob, url, "Bob", mic=False, cam=False)
-    await wait_for_decoding(bob, 1)
+    alice, bob, alice_uid = await alice_publishes_to_bob(server, browser)
     await bob.evaluate(
         "window.left = []; window.demo.session.on('participantleft', (p) => window.left.push(p.uid))"
     )
@@ -219,12 +220,7 @@ async def test_a_dropped_socket_resumes_without_the_others_seeing_a_leave(
 async def test_a_hidden_tile_pauses_its_video_and_showing_it_resumes(
     server: RunningServer, browser: Any
 ) -> None:
-    url = await demo_url(server)
-    alice = await new_page(browser, server.url)
-    bob = await new_page(browser, server.url)
-    alice_uid = await join_demo(alice, url, "Alice", mic=False)
-    await join_demo(bob, url, "Bob", mic=False, cam=False)
-    await wait_for_decoding(bob, 1)
+    _alice, bob, alice_uid = await alice_publishes_to_bob(server, browser)
     packets = f"""async () => {{
       const stats = await window.demo.state.tiles.get('{alice_uid}').videoFeed.receiver.getStats();
       let packets = 0;
@@ -247,12 +243,7 @@ async def test_a_hidden_tile_pauses_its_video_and_showing_it_resumes(
 async def test_dynacast_stops_encoding_the_layers_nobody_receives(
     server: RunningServer, browser: Any
 ) -> None:
-    url = await demo_url(server)
-    alice = await new_page(browser, server.url)
-    bob = await new_page(browser, server.url)
-    alice_uid = await join_demo(alice, url, "Alice", mic=False)
-    await join_demo(bob, url, "Bob", mic=False, cam=False)
-    await wait_for_decoding(bob, 1)
+    alice, bob, alice_uid = await alice_publishes_to_bob(server, browser)
     await bob.evaluate("""(uid) => {
       const el = document.querySelector(`.tile[data-uid='${uid}']`);
       el.style.cssText = 'position:fixed;left:0;top:0;width:160px;height:90px;z-index:9';

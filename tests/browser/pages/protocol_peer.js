@@ -36,3 +36,16 @@ export async function connect(wsUrl, token, onEvent = () => {}) {
   const joined = await request({ type: "join", token });
   return { ws, request, handlers, joined, pinger };
 }
+
+// The subscriber side: answers the server's offers one at a time, in order (one negotiation at a time).
+export function answerOffers(peer, pc) {
+  let chain = Promise.resolve();
+  peer.handlers.offer = (msg) => {
+    chain = chain.then(async () => {
+      await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      await waitGathering(pc);
+      peer.ws.send(JSON.stringify({ type: "answer", negotiation: msg.negotiation, sdp: pc.localDescription.sdp }));
+    });
+  };
+}
