@@ -2,6 +2,12 @@
 
 The web-only key is stored only hashed, so its value is kept in `demo-credentials.json` (mode 0600) in the
 data directory: that file is how later starts print the same credentials and how the demo page gets them.
+
+Nodes sharing a store (`--redis`) share one set: the store keeps it too (sealed under master.key), and each
+node reads or creates it holding the store's bootstrap lock, so nodes that start together on an empty store
+create one demo client and one pair of keys and all print the same. A node whose origins the shared web-only
+key does not cover gets a key for every node's origins; the older key stays live for the pages of nodes
+that still hold it.
 """
 
 from __future__ import annotations
@@ -68,17 +74,27 @@ def demo_url(config: Config) -> str:
 async def ensure_demo(store: Store, config: Config) -> DemoCredentials:
     """The demo credentials, created on first start and reused after; keys revoked meanwhile are replaced."""
     path = Path(config.data_dir) / CREDENTIALS_FILE
-    origins = demo_origins(config)
-    saved = _read(path)
-    client = await store.find_client_by_name(DEMO_CLIENT)
-    if client is None:
-        client = await store.create_client(DEMO_CLIENT)
-    key_id, secret = await _ensure_secret_key(store, client.cid, saved)
-    web_key_id, web_key = await _ensure_web_key(store, client.cid, saved, origins)
-    creds = DemoCredentials(client.cid, key_id, secret, web_key_id, web_key, origins, demo_url(config))
-    if creds.to_json() != saved:
+    async with store.bootstrap_lock():
+        shared = await store.load_demo()
+        saved = shared or _read(path)  # a first shared set may start from a node's own (checked below)
+        client = await store.find_client_by_name(DEMO_CLIENT)
+        if client is None:
+            client = await store.create_client(DEMO_CLIENT)
+        key_id, secret = await _ensure_secret_key(store, client.cid, saved)
+        origins = demo_origins(config)
+        web_key_id, web_key, origins = await _ensure_web_key(store, client.cid, saved, origins,
+                                                             shared=shared is not None)
+        creds = DemoCredentials(client.cid, key_id, secret, web_key_id, web_key, origins, demo_url(config))
+        if shared is not None and _without_url(creds.to_json()) != shared:
+            await store.save_demo(_without_url(creds.to_json()))
+    if creds.to_json() != _read(path):
         _write(path, creds.to_json())
     return creds
+
+
+def _without_url(data: dict[str, Any]) -> dict[str, Any]:
+    """What the nodes share: everything but the page URL, which is each node's own."""
+    return {k: v for k, v in data.items() if k != "url"}
 
 
 async def _ensure_secret_key(store: Store, cid: str, saved: dict[str, Any]) -> tuple[str, str]:
@@ -94,18 +110,23 @@ async def _ensure_secret_key(store: Store, cid: str, saved: dict[str, Any]) -> t
 
 
 async def _ensure_web_key(
-    store: Store, cid: str, saved: dict[str, Any], origins: tuple[str, ...]
-) -> tuple[str, str]:
-    """Reuses the saved web-only key while it is live and covers `origins`; else a new one (old revoked)."""
+    store: Store, cid: str, saved: dict[str, Any], origins: tuple[str, ...], *, shared: bool
+) -> tuple[str, str, tuple[str, ...]]:
+    """(key_id, value, origins) of the saved web-only key while it is live and covers `origins`; else of a
+    new one. On one node the old key is revoked (its origins are of no use after a port change); a shared
+    key is replaced by one for its origins and `origins` both, and stays live for the other nodes' pages."""
     value = saved.get("web_key")
     record = await store.find_web_key(value) if isinstance(value, str) else None
     if record is not None and record.cid == cid and not record.revoked:
         if set(origins) <= set(record.origins):
-            return record.key_id, str(value)
-        await store.revoke_key(record.key_id)  # the port changed: the old origins are of no use
+            return record.key_id, str(value), record.origins if shared else origins
+        if shared:
+            origins = (*record.origins, *(o for o in origins if o not in record.origins))
+        else:
+            await store.revoke_key(record.key_id)
     record, value = await store.create_web_key(cid, origins, Grants(record=True))
     log.info("created demo web-only key %s for %s", record.key_id, ", ".join(origins))
-    return record.key_id, value
+    return record.key_id, value, origins
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ rules every store applies the same way (ids, limits, input checks). Key material
 from __future__ import annotations
 
 import secrets
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -177,6 +178,22 @@ class Store(Protocol):
     async def list_recordings(self, cid: str) -> list[RecordingRecord]: ...
     async def interrupt_recordings(self) -> int:
         """At startup: recordings still marked running were cut by a crash; marks them interrupted."""
+        ...
+
+    # first-start credentials (sfu/bootstrap.py)
+    def bootstrap_lock(self) -> AbstractAsyncContextManager[None]:
+        """Held while the demo credentials are read or created: one node of a shared store at a time
+        (nodes starting together would each create them); a store of one process need not lock."""
+        ...
+
+    async def load_demo(self) -> dict[str, Any] | None:
+        """The demo credentials every node of a shared store uses (`{}` until the first node saved them);
+        None for a store of one node, whose demo credentials live only in its data dir."""
+        ...
+
+    async def save_demo(self, data: dict[str, Any]) -> None:
+        """Replaces the shared demo credentials (call it holding `bootstrap_lock`); a no-op where
+        `load_demo` is None."""
         ...
 
 

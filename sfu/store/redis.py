@@ -14,17 +14,23 @@ Layout (all under the prefix, default `sfu:`): `client:<cid>` hash, `client-name
 `clients` zset by creation; `key:<key_id>` hash (row JSON, mac, secret_enc, value_hash), `keys:<cid>`
 zset, `webkey:<hmac hex>` -> key_id; `seq:<group>` counter, `msgs:<group>` zset by seq, `msgts:<group>`
 zset seq by timestamp, `pipes:<cid,session>` set, `msggroups` set (pruning); `webhook:<id>` hash,
-`webhooks:<cid>` zset; `rec:<id>` JSON, `recs:<cid>` zset, `recs-live:<owner>` set of running ones.
+`webhooks:<cid>` zset; `rec:<id>` JSON, `recs:<cid>` zset, `recs-live:<owner>` set of running ones;
+`demo` the demo credentials of sfu/bootstrap.py (JSON sealed under master.key, as a secret is), written
+holding `bootstrap-lock` (SET NX with an expiry: nodes starting together create them once).
 A group is the JSON array `[cid, session, pipeline]`, so no name can collide with another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
+import secrets
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -99,6 +105,21 @@ return dropped
 """
 
 
+# Deletes the lock only if it is still the caller's (not expired and taken by another node meanwhile).
+# KEYS: lock. ARGV: token.
+_UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+REDIS_TIMEOUT_S = 5.0
+"""A call Redis does not answer within this fails (joins get a reconnect close, heartbeats retry)."""
+BOOTSTRAP_LOCK_MS = 30_000
+"""How long a node may hold the bootstrap lock; one that dies holding it blocks the others this long."""
+_DEMO_SEAL_ID = "bootstrap:demo"
+"""Associated data of the sealed demo credentials (key ids are `k_...`: no sealed secret can pass for it)."""
+
+
 def default_owner(data_dir: Path) -> str:
     """Whose running recordings `interrupt_recordings` may mark: this host's data directory."""
     return f"{socket.gethostname()}:{Path(data_dir).resolve()}"
@@ -125,6 +146,7 @@ class RedisStore:
         self._keyseal: KeySeal | None = None
         self._append: Any = None
         self._prune: Any = None
+        self._unlock: Any = None
 
     # lifecycle
 
@@ -133,7 +155,10 @@ class RedisStore:
             return
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
-        client = aioredis.Redis.from_url(self.url, decode_responses=False)
+        # NOTE: explicit timeouts (redis-py < 6 has none): a hung Redis fails a call, it does not hang it;
+        # options in the URL's query win
+        client = aioredis.Redis.from_url(self.url, decode_responses=False, socket_timeout=REDIS_TIMEOUT_S,
+                                         socket_connect_timeout=REDIS_TIMEOUT_S)
         try:
             await client.ping()
             self._keyseal = await self._load_master(client)
@@ -145,6 +170,7 @@ class RedisStore:
             raise
         self._append = client.register_script(_APPEND_LUA)
         self._prune = client.register_script(_PRUNE_LUA)
+        self._unlock = client.register_script(_UNLOCK_LUA)
         self._redis = client
 
     async def _load_master(self, client: aioredis.Redis) -> KeySeal:
@@ -430,6 +456,34 @@ class RedisStore:
             count += 1
         await self.redis.delete(self._k("recs-live", self.owner))
         return count
+
+    # first-start credentials (sfu/bootstrap.py)
+
+    @asynccontextmanager
+    async def bootstrap_lock(self) -> AsyncIterator[None]:
+        """One node at a time, across the cluster; waits for a holder (at most until its lock expires)."""
+        key, token = self._k("bootstrap-lock"), secrets.token_hex(16)
+        deadline = time.monotonic() + 2 * BOOTSTRAP_LOCK_MS / 1000
+        while not await self.redis.set(key, token, nx=True, px=BOOTSTRAP_LOCK_MS):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the bootstrap lock {key!r} in Redis stays taken")
+            await asyncio.sleep(0.05)
+        try:
+            yield
+        finally:
+            await self._unlock(keys=[key], args=[token])
+
+    async def load_demo(self) -> dict[str, Any] | None:
+        blob = await self._get(self._k("demo"))
+        data = self.keyseal.unseal(_DEMO_SEAL_ID, blob) if blob is not None else None
+        try:
+            loaded = orjson.loads(data) if data is not None else {}
+        except orjson.JSONDecodeError:
+            loaded = {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    async def save_demo(self, data: dict[str, Any]) -> None:
+        await self.redis.set(self._k("demo"), self.keyseal.seal(_DEMO_SEAL_ID, orjson.dumps(data)))
 
     # typed reads (redis-py's annotations cover both decoded and raw replies; this client is raw)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -313,6 +315,18 @@ class SqliteStore:
             (time.time(),),
         )
         return int(cursor.rowcount)
+
+    # first-start credentials: one node, so they live in the data dir's file alone (sfu/bootstrap.py)
+
+    @asynccontextmanager
+    async def bootstrap_lock(self) -> AsyncIterator[None]:
+        yield
+
+    async def load_demo(self) -> dict[str, Any] | None:
+        return None
+
+    async def save_demo(self, data: dict[str, Any]) -> None:
+        pass
 
     # internals
 
