@@ -36,6 +36,7 @@ from client_sdk.rawtap import (
     media_sections,
     route_announced_ssrcs,
 )
+from client_sdk.repair import Repairs, RepairStats
 from client_sdk.vp9 import MIME_TYPE as VP9_MIME_TYPE
 from client_sdk.vp9 import Vp9Track
 from client_sdk.wire import JsonObject
@@ -148,8 +149,10 @@ class SubscriberPeer:
         send: Send,
         on_data: Callable[[DataReceived], None],
         make_remote: Callable[[str], RemoteFeed],
+        repair: bool = True,
     ) -> None:
-        """`make_remote` builds the handle of a feed the server subscribed us to (auto_subscribe)."""
+        """`make_remote` builds the handle of a feed the server subscribed us to (auto_subscribe);
+        `repair`: run client_sdk/repair.py beside each decoded video feed's aiortc receiver."""
         install_negotiation_codecs()  # before the first offer: a VP9 m-section must not fail it
         install_stun_parse_guard()
         self.pc = RTCPeerConnection(configuration)
@@ -165,6 +168,7 @@ class SubscriberPeer:
         self._vp9_by_feed: dict[str, Vp9Track] = {}  # decoded VP9 feeds (aiortc cannot decode VP9)
         self._closing_vp9: list[Vp9Track] = []
         self._failed_by_feed: dict[str, SfuError] = {}  # feeds this SDK cannot decode (UnsupportedCodec)
+        self._repairs = Repairs() if repair else None
         self.pc.on("datachannel", self._on_datachannel)
         self._task = asyncio.create_task(self._run(), name="client_sdk.subscriber")
 
@@ -183,12 +187,24 @@ class SubscriberPeer:
 
     def _bind(self, remote: RemoteFeed, transceiver: RTCRtpTransceiver, section: MediaSection | None) -> None:
         if isinstance(remote, RawFeed):
+            self._stop_repair(transceiver)
             remote._track = transceiver.receiver.track
             self._tap(transceiver, remote, section)
         elif section is not None and _first_codec(section) == VP9_MIME_TYPE:
+            self._stop_repair(transceiver)
             self._bind_vp9(remote, transceiver, section)
         else:
             remote._track = transceiver.receiver.track
+            if self._repairs is not None and transceiver.kind == "video":
+                self._repairs.start(transceiver.receiver, section.ssrcs if section is not None else ())
+
+    def _stop_repair(self, transceiver: RTCRtpTransceiver) -> None:
+        if self._repairs is not None:
+            self._repairs.stop(transceiver.receiver)
+
+    def repair_stats(self) -> RepairStats | None:
+        """What the loss repair of decoded video feeds did (None when it is off)."""
+        return self._repairs.stats() if self._repairs is not None else None
 
     def _bind_vp9(self, remote: RemoteFeed, transceiver: RTCRtpTransceiver, section: MediaSection) -> None:
         """A decoded VP9 feed: its RTP goes to a `Vp9Track` (client_sdk/vp9.py), not to aiortc's receiver."""
@@ -229,7 +245,9 @@ class SubscriberPeer:
         await future
 
     def forget(self, feed_id: str) -> RemoteFeed | None:
-        self._transceivers_by_feed.pop(feed_id, None)
+        known = self._transceivers_by_feed.pop(feed_id, None)
+        if known is not None:
+            self._stop_repair(known[0])
         self._failed_by_feed.pop(feed_id, None)
         self._stop_vp9(feed_id)
         remote = self.remotes_by_feed.pop(feed_id, None)
@@ -364,6 +382,8 @@ class SubscriberPeer:
         closing, self._closing_vp9 = self._closing_vp9, []
         for track in closing:
             await track.close()
+        if self._repairs is not None:
+            await self._repairs.close()
         for tap in self._taps_by_transport.values():
             tap.detach()
         await close_peer_connection(self.pc)

@@ -6,6 +6,9 @@ tests/unit/client_sdk/test_rawtap_contract.py): `RTCDtlsTransport._recv_next` ca
 method up on the instance. `RtpTap` sets an instance attribute in its place: packets of raw feeds go to
 their `RawSink` queue (and never reach aiortc's receiver, so nothing is decoded for them); everything else
 goes on to aiortc's own handler unchanged.
+
+This is the only SDK module that touches aiortc's private attributes; `VideoReceiveState` below is the
+view of a video receiver's NACK list and jitter buffer that the loss repair (client_sdk/repair.py) uses.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,3 +228,88 @@ def install_stun_parse_guard() -> None:
         _original_parse_message = current
         setattr(_parse_stun, "__wrapped__", current)  # noqa: B010 (inspect.unwrap finds aioice's own)
         aioice.stun.parse_message = _parse_stun
+
+
+class VideoReceiveState:
+    """aiortc's NACK list and jitter buffer of one video `RTCRtpReceiver`, for client_sdk/repair.py.
+
+    NOTE: the fifth aiortc internal the SDK uses (checked by tests/unit/client_sdk/test_rawtap_contract.py):
+    the receiver's name-mangled `__nack_generator` (`NackGenerator`: `missing`, the set of sequence
+    numbers it NACKed once, when they went missing) and `__jitter_buffer` (`JitterBuffer`: `_origin`, the
+    next sequence number it waits for, and `_packets`, a ring indexed by sequence number), its `__codecs`
+    by payload type, and its `_send_rtcp_nack` / `_send_rtcp_pli`. Build it with `video_receive_state`.
+    """
+
+    __slots__ = ("_codecs", "_jitter", "_nack", "_receiver")
+
+    def __init__(self, receiver: Any, nack: Any, jitter: Any, codecs: dict[int, Any]) -> None:
+        self._receiver = receiver
+        self._nack = nack
+        self._jitter = jitter
+        self._codecs = codecs
+
+    @property
+    def missing(self) -> set[int]:
+        """aiortc's own set of missing sequence numbers (live: `forget` removes from it)."""
+        missing: set[int] = self._nack.missing
+        return missing
+
+    def forget(self, seqs: Iterable[int]) -> None:
+        """Stops tracking these as missing: aiortc leaves them out of the NACKs it sends from now on."""
+        self._nack.missing.difference_update(seqs)
+
+    def buffered(self) -> tuple[int, list[RtpPacket | None]]:
+        """(the sequence number the jitter buffer waits for, its slots from there up to the last packet
+        it holds); `(-1, [])` before the first packet. A `None` before the end is a hole."""
+        jitter = self._jitter
+        origin = jitter._origin
+        if origin is None:
+            return -1, []
+        ring: list[RtpPacket | None] = jitter._packets
+        capacity = len(ring)
+        start = origin % capacity
+        slots = ring[start:] + ring[:start]
+        end = len(slots)
+        while end and slots[end - 1] is None:
+            end -= 1
+        return origin, slots[:end]
+
+    def skip_to(self, seq: int) -> None:
+        """Drops what the jitter buffer holds before `seq`: it assembles its next frame from `seq` on."""
+        jitter = self._jitter
+        if jitter._origin is None:
+            return
+        behind = (seq - jitter._origin) & 0xFFFF
+        if 0 < behind < len(jitter._packets):
+            jitter.remove(behind)
+
+    def mime_type(self, payload_type: int) -> str:
+        """The negotiated codec of a payload type (`video/VP8`...), lower case; "" if unknown."""
+        codec = self._codecs.get(payload_type)
+        return str(codec.mimeType).lower() if codec is not None else ""
+
+    async def send_nack(self, media_ssrc: int, seqs: list[int]) -> None:
+        await self._receiver._send_rtcp_nack(media_ssrc, seqs)
+
+    async def send_pli(self, media_ssrc: int) -> None:
+        await self._receiver._send_rtcp_pli(media_ssrc)
+
+
+def video_receive_state(receiver: Any) -> VideoReceiveState | None:
+    """The repair's view of an aiortc video receiver; None for audio or an aiortc without these
+    internals (then the SDK runs without repair; the contract test fails loudly on such an upgrade)."""
+    nack = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
+    jitter = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    codecs = getattr(receiver, "_RTCRtpReceiver__codecs", None)
+    if (
+        nack is None
+        or not isinstance(getattr(nack, "missing", None), set)
+        or not hasattr(jitter, "_origin")
+        or not isinstance(getattr(jitter, "_packets", None), list)
+        or not callable(getattr(jitter, "remove", None))
+        or not isinstance(codecs, dict)
+        or not callable(getattr(receiver, "_send_rtcp_nack", None))
+        or not callable(getattr(receiver, "_send_rtcp_pli", None))
+    ):
+        return None
+    return VideoReceiveState(receiver, nack, jitter, codecs)

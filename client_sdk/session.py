@@ -95,7 +95,14 @@ class Session(Requests):
         request_timeout_s: float = 10.0,
         ping_interval_s: float = 10.0,
         reconnect_timeout_s: float = 60.0,
+        ice_hosts: Sequence[str] | None = None,
+        repair: bool = True,
     ) -> None:
+        """`ice_hosts`: the local addresses to gather ICE host candidates on; by default the loopback
+        address when the server's host is loopback, else every interface aioice finds (a multi-homed
+        machine, or a load tool that gives its subscribers their own address, picks them here).
+        `repair`: repeat NACKs and restart from key frames on lossy links (client_sdk/repair.py); False
+        leaves decoded video to stock aiortc."""
         if (token is None) == (key is None):
             raise ValueError("give exactly one of token= or key= (with session= and uid=)")
         if key is not None and (session is None or uid is None):
@@ -112,8 +119,12 @@ class Session(Requests):
         self._request_timeout_s = request_timeout_s
         self._ping_interval_s = ping_interval_s
         self._reconnect_timeout_s = reconnect_timeout_s
+        self._repair = repair
         loopback = loopback_host(urlsplit(url).hostname)
-        self._gather_hosts: tuple[str, ...] = (loopback,) if loopback else ()
+        if ice_hosts is not None:
+            self._gather_hosts: tuple[str, ...] = tuple(ice_hosts)
+        else:
+            self._gather_hosts = (loopback,) if loopback else ()
 
         self.sid = ""
         self.uid = ""
@@ -308,6 +319,7 @@ class Session(Requests):
             self._send,
             self._on_data,
             lambda feed_id: RemoteFeed(self, feed_id, self.feeds_by_id.get(feed_id)),
+            repair=self._repair,
         )
 
     def _on_data(self, event: DataReceived) -> None:

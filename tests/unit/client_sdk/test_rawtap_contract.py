@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import aioice.ice
 import pytest
@@ -190,3 +191,80 @@ def test_the_stun_parse_guard_keeps_aioice_from_raising_struct_error_on_media() 
         aioice.stun.parse_message(rtp)
     good = aioice.stun.Message(aioice.stun.Method.BINDING, aioice.stun.Class.REQUEST)
     assert aioice.stun.parse_message(bytes(good)).transaction_id == good.transaction_id
+
+
+def _vp8(seq: int, timestamp: int, key_start: bool = False, start: bool = False) -> Any:
+    from aiortc.rtp import RtpPacket
+
+    descriptor = b"\x10" if key_start or start else b"\x00"
+    header = b"\x00" if key_start else b"\x01"  # VP8 frame header: P bit clear on a key frame
+    return RtpPacket(
+        payload_type=96,
+        sequence_number=seq,
+        timestamp=timestamp,
+        ssrc=1234,
+        payload=descriptor + header + b"x" * 20,
+    )
+
+
+async def _video_receiver() -> tuple[Any, Any, list[Any]]:
+    """An aiortc video receiver fed through its own `_handle_rtp_packet`, and the RTCP it sends."""
+    from aiortc import RTCPeerConnection
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    pc = RTCPeerConnection()
+    receiver: Any = pc.addTransceiver("video", direction="recvonly").receiver
+    receiver._RTCRtpReceiver__codecs[96] = RTCRtpCodecParameters("video/VP8", 90000, 96)
+    receiver._set_rtcp_ssrc(99)
+    sent: list[Any] = []
+
+    async def send_rtcp(packet: Any) -> None:
+        sent.append(packet)
+
+    receiver._send_rtcp = send_rtcp
+    return pc, receiver, sent
+
+
+async def test_a_video_receiver_exposes_its_nack_list_and_jitter_buffer_to_the_repair() -> None:
+    """rawtap.VideoReceiveState: what client_sdk/repair.py reads and changes in aiortc's video receiver."""
+    from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket
+
+    from client_sdk.rawtap import video_receive_state
+
+    source = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    assert "self.__nack_generator.add(packet)" in source
+    assert "self.__jitter_buffer.add(packet)" in source
+    assert list(inspect.signature(RTCRtpReceiver._send_rtcp_nack).parameters) == [
+        "self",
+        "media_ssrc",
+        "lost",
+    ]
+    pc, receiver, sent = await _video_receiver()
+    audio = pc.addTransceiver("audio", direction="recvonly").receiver
+    assert video_receive_state(audio) is None
+    state = video_receive_state(receiver)
+    assert state is not None
+    assert state.buffered() == (-1, [])
+    # frames: A = 10-11 (key), B = 12-13, C = 14-15, D = 16-17 (key), E = 18; 13 is lost
+    packets = [
+        *(_vp8(10, 0, key_start=True), _vp8(11, 0), _vp8(12, 3000, start=True), _vp8(14, 6000, start=True)),
+        *(_vp8(15, 6000), _vp8(16, 9000, key_start=True), _vp8(17, 9000), _vp8(18, 12000, start=True)),
+    ]
+    for packet in packets:
+        await receiver._handle_rtp_packet(packet, arrival_time_ms=0)
+    assert state.missing == {13}
+    assert isinstance(sent[0], RtcpRtpfbPacket) and sent[0].lost == [13]  # aiortc's own NACK, once
+    origin, slots = state.buffered()
+    assert origin == 12  # frame A went to the decoder; B waits for 13
+    assert [p.sequence_number if p else None for p in slots] == [12, None, 14, 15, 16, 17, 18]
+    assert state.mime_type(96) == "video/vp8" and state.mime_type(97) == ""
+    state.skip_to(16)
+    state.forget([13])
+    assert state.buffered()[0] == 16 and state.missing == set()
+    await receiver._handle_rtp_packet(_vp8(19, 15000, start=True), arrival_time_ms=0)
+    assert state.buffered()[0] == 18  # frame D left the buffer (decoding restarted from the key frame)
+    await state.send_nack(1234, [20, 21])
+    await state.send_pli(1234)
+    assert isinstance(sent[-2], RtcpRtpfbPacket) and sent[-2].lost == [20, 21] and sent[-2].media_ssrc == 1234
+    assert isinstance(sent[-1], RtcpPsfbPacket) and sent[-1].media_ssrc == 1234
+    await pc.close()
