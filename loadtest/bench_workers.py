@@ -3,17 +3,20 @@
     python -m loadtest.bench_workers                       # 8 sessions of 1 x 20, 20 s, workers 1 then 2
     python -m loadtest.bench_workers --sessions 12,16 --client-nice 10 --workers 1,2
 
-For each worker count and session count a fresh server is spawned (`SFU_WORKERS`), then one
-`python -m loadtest` per session starts at once against it (each its own session, so the front spreads
-them over the workers). Once the server forwards to every subscriber (its `sfu_forwarders` gauge), this
-script measures one common window of `--duration` seconds: packets forwarded per second on the server's
-`/metrics` (the sum over workers), the CPU of each server process from /proc (front, worker, ...), and
-what the subscribers received and lost (their own reports; their windows lie inside the common one).
+For each worker count and session count a fresh server is spawned (`SFU_WORKERS`), then
+`--client-processes` runs of `python -m loadtest --sessions K` share the sessions (each session its own
+name, so the front spreads them over the workers). Once the server forwards to every subscriber (its
+`sfu_forwarders` gauge), this script measures one common window of `--duration` seconds: packets
+forwarded per second on the server's `/metrics` (the sum over workers), the CPU of each server process
+from /proc (front, worker, ...), and what the subscribers received and lost (the load tool's own
+reports; their windows lie inside the common one).
 
-The clients run on the same machine. Their subscribers count at the UDP socket by default
-(`--subscriber-path socket`), a fraction of the server's CPU per packet; `--client-nice` runs them at a
-lower priority and `--server-cpus`/`--client-cpus` pin either side with `taskset`, so the table can say
-what the server does when it, not the clients, runs out of CPU.
+The clients run on the same machine, so what they cost is taken from the server's cores. By default
+they cost as little as the load tool can make them: publishers send pre-packetized RTP from one pacer
+per process (`--publisher-path raw`), and an nftables rule counts and drops the subscribers' media before
+any socket (`--subscriber-path kernel`: needs root and `nft`; see loadtest/kernel_sink.py), so the
+client processes are hardly ever woken. `--client-nice` runs them at a lower priority and
+`--server-cpus`/`--client-cpus` pin either side with `taskset`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 from loadtest.report import machine_busy_s, udp_rcvbuf_errors
 from loadtest.runner import parse_metrics
 from loadtest.spawn import SpawnedServer
+from loadtest.worker import PUBLISHER_PATHS, SUBSCRIBER_PATHS
 
 FEEDS_PER_PUBLISHER = 2  # VP8 + Opus
 READY_TIMEOUT_S = 180.0
@@ -105,15 +109,19 @@ def cpu_s(pid: int) -> float:
         return math.nan
 
 
-def _client_command(args: argparse.Namespace, server: SpawnedServer, run_s: float) -> list[str]:
+def _client_command(
+    args: argparse.Namespace, server: SpawnedServer, run_s: float, sessions: int
+) -> list[str]:
     prefix: list[str] = []
     if args.client_cpus:
         prefix += ["taskset", "-c", args.client_cpus]
     if args.client_nice:
         prefix += ["nice", "-n", str(args.client_nice)]
     return [*prefix, sys.executable, "-m", "loadtest", "--url", server.url, "--key-id", server.key_id,
-            "--secret", server.secret, "-p", "1", "-s", str(args.subscribers), "--duration", str(run_s),
-            "--subscriber-path", args.subscriber_path, "--json", "--quiet"]  # fmt: skip
+            "--secret", server.secret, "-p", "1", "-s", str(args.subscribers), "--sessions", str(sessions),
+            "--duration", str(run_s),
+            "--subscriber-path", args.subscriber_path, "--publisher-path", args.publisher_path,
+            "--json", "--quiet"]  # fmt: skip
 
 
 def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
@@ -126,8 +134,9 @@ def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
                     subprocess.run(["taskset", "-a", "-p", "-c", args.server_cpus, str(pid)],
                                    check=True, capture_output=True)  # fmt: skip
             run_s = args.duration + CLIENT_MARGIN_S  # each client's own window spans the common one
-            cmd = _client_command(args, server, run_s)
-            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(sessions)]
+            shares = [len(range(i, sessions, args.client_processes)) for i in range(args.client_processes)]
+            procs = [subprocess.Popen(_client_command(args, server, run_s, share), stdout=subprocess.PIPE,
+                                      text=True) for share in shares if share]  # fmt: skip
             try:
                 window = _measure(server, streams, args.duration)
                 outputs = [p.communicate(timeout=run_s + READY_TIMEOUT_S)[0] for p in procs]
@@ -144,7 +153,7 @@ def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
             reports.append(json.loads(text)["report"])
     expected = sum(r["expected"] for r in reports)
     loss = 100.0 * sum(r["lost"] for r in reports) / expected if expected else math.nan
-    offered = sum(r["sent_pps"] * r["subscribers"] for r in reports)
+    offered = sum(r["sent_pps"] * r["subscribers"] for r in reports)  # subscribers per session
     delivered = sum(r["received_pps"] for r in reports)
     client_us = [(r["client_cpu_us_per_packet"] or math.nan, r["received_pps"]) for r in reports]
     weight = sum(w for _, w in client_us)
@@ -152,7 +161,7 @@ def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
     forwarded_pps, cpu_pct, per_process, busy_pct, drops = window
     return Point(workers, sessions, streams, offered, forwarded_pps, delivered, loss, cpu_pct, per_process,
                  cpu_pct * 1e4 / forwarded_pps if forwarded_pps else math.nan, client_us_per_packet,
-                 busy_pct, os.getloadavg()[0], drops, sessions - len(reports))  # fmt: skip
+                 busy_pct, os.getloadavg()[0], drops, len(procs) - len(reports))  # fmt: skip
 
 
 Window = tuple[float, float, list[float], float, float]
@@ -194,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=20, help="subscribers per session (1 publisher)")
     p.add_argument("--duration", type=float, default=20.0, help="common measurement window, seconds")
     p.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 1,2")
-    p.add_argument("--subscriber-path", choices=("socket", "aiortc"), default="socket",
+    p.add_argument("--subscriber-path", choices=SUBSCRIBER_PATHS, default="kernel",
                    help="how the load tool's subscribers count (python -m loadtest --help)")  # fmt: skip
+    p.add_argument("--publisher-path", choices=PUBLISHER_PATHS, default="raw",
+                   help="how the load tool's publishers send (python -m loadtest --help)")  # fmt: skip
+    p.add_argument("--client-processes", type=int, default=1,
+                   help="load tool runs sharing the sessions (each has its own workers)")  # fmt: skip
     p.add_argument("--client-nice", type=int, default=0, help="run the load tool under `nice -n N`")
     p.add_argument("--client-cpus", default="", help="pin the load tool: `taskset -c LIST`")
     p.add_argument("--server-cpus", default="", help="pin every server process: `taskset -a -p -c LIST`")

@@ -27,7 +27,7 @@ from typing import Any
 from loadtest.report import Report, details, machine, machine_busy_s, table
 from loadtest.runner import LoadConfig, run_load
 from loadtest.spawn import SpawnedRelay, SpawnedServer
-from loadtest.worker import SUBSCRIBER_PATHS, MediaSpec
+from loadtest.worker import PUBLISHER_PATHS, SUBSCRIBER_PATHS, MediaSpec
 
 SWEEPABLE = ("subscribers", "publishers")
 TARGETS = ("sfu", "aiortc-relay")
@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load = p.add_argument_group("load")
     load.add_argument("-p", "--publishers", type=int, default=1)
+    load.add_argument(
+        "--sessions",
+        type=int,
+        default=1,
+        help="run N sessions of -p x -s at once from the same load workers (pysfu only)",
+    )
     load.add_argument("-s", "--subscribers", type=int, default=1)
     load.add_argument("--duration", type=float, default=20.0, help="measurement window, seconds")
     load.add_argument("--warmup", type=float, default=2.0, help="seconds after every stream has packets")
@@ -109,7 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SUBSCRIBER_PATHS,
         default="socket",
         help="socket: count RTP headers at the UDP socket before SRTP unprotect (cheap, default); "
+        "kernel: an nftables rule counts and drops subscribers' media before any socket (~free; needs root "
+        "and nft, server on this machine; no latency, loss from sent vs counted); "
         "aiortc: unprotect + parse every packet through client_sdk's raw feed (the SDK's receive path)",
+    )
+    load.add_argument(
+        "--publisher-path",
+        choices=PUBLISHER_PATHS,
+        default="raw",
+        help="raw: send pre-packetized RTP from one pacer per worker process (cheap, default); "
+        "aiortc: hand the clip to aiortc's RTCRtpSender (the SDK's send path)",
     )
     load.add_argument(
         "--udp-buffer",
@@ -140,7 +155,8 @@ def _config(args: argparse.Namespace, url: str, key_id: str, secret: str) -> Loa
     return LoadConfig(url, key_id, secret, args.publishers, args.subscribers, args.duration, args.warmup,
                       args.workers, media, udp_buffer_bytes=args.udp_buffer,
                       connect_muted=args.connect_muted,
-                      subscriber_path=args.subscriber_path)  # fmt: skip
+                      subscriber_path=args.subscriber_path,
+                      publisher_path=args.publisher_path, sessions=args.sessions)  # fmt: skip
 
 
 def run_points(args: argparse.Namespace, overrides: dict[str, Any]) -> list[Report]:

@@ -55,7 +55,8 @@ class Report:
     target: str = "sfu"  # or "aiortc-relay"
     # all load workers' CPU (publishers included) per packet their subscribers received, microseconds
     client_cpu_us_per_packet: float = math.nan
-    subscriber_path: str = "socket"  # how subscribers counted: "socket" or "aiortc" (loadtest/worker.py)
+    subscriber_path: str = "socket"  # how subscribers counted: socket, kernel or aiortc (loadtest/worker.py)
+    sessions: int = 1  # publishers and subscribers are per session
     unmatched: int = 0  # socket path: datagrams of SSRCs no subscribed feed announced (dropped)
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +82,7 @@ def build_report(
     udp_rcvbuf_errors: float = math.nan,
     target: str = "sfu",
     subscriber_path: str = "socket",
+    sessions: int = 1,
 ) -> Report:
     """Window deltas; latency comes from the end snapshots, which carry the window's samples."""
     s0 = {s["worker"]: s for s in snaps[0]}
@@ -102,6 +104,9 @@ def build_report(
     sent = client("pub_packets")
     client_cpu_s = sum(s1[w]["cpu_s"] - s0[w]["cpu_s"] for w in s1 if w in s0)
     received = client("received")
+    if subscriber_path == "kernel":  # no sequence numbers: what should have arrived vs what did
+        expected = sent * subscribers
+        lost = max(0, expected - received)
     drops = {
         k.removeprefix("sfu_drops_total"): m1[k] - m0.get(k, 0.0)
         for k in m1
@@ -149,6 +154,7 @@ def build_report(
         errors=errors,
         client_cpu_us_per_packet=client_cpu_s * 1e6 / received if received else math.nan,
         subscriber_path=subscriber_path,
+        sessions=sessions,
         unmatched=sum(s1[w].get("unmatched", 0) - s0[w].get("unmatched", 0) for w in s1 if w in s0),
     )
 
@@ -167,7 +173,8 @@ def _f(value: float, digits: int = 0) -> str:
 def table_row(r: Report) -> str:
     latency = "/".join(_f(v, 1) for v in (r.latency_ms_p50, r.latency_ms_p95, r.latency_ms_p99))
     cells = [
-        "pysfu" if r.target == "sfu" else r.target, str(r.publishers), str(r.subscribers),
+        "pysfu" if r.target == "sfu" else r.target,
+        str(r.publishers) if r.sessions == 1 else f"{r.sessions} x {r.publishers}", str(r.subscribers),
         _f(r.server_pps_in), _f(r.server_pps_out), _f(r.server_mbps_in, 2), _f(r.server_mbps_out, 2),
         _f(r.delivered_pct, 1), _f(r.loss_pct, 3), latency,
         f"{_f(r.server_fwd_us_p50)}/{_f(r.server_fwd_us_p99)}",

@@ -36,8 +36,8 @@ class LoadConfig:
     url: str
     key_id: str
     secret: str
-    publishers: int = 1
-    subscribers: int = 1
+    publishers: int = 1  # per session
+    subscribers: int = 1  # per session
     duration_s: float = 20.0
     warmup_s: float = 2.0
     workers: int = 0  # 0: one per 25 subscribers, at most one per core
@@ -47,17 +47,20 @@ class LoadConfig:
     target: str = "sfu"  # "sfu" (pysfu) or "aiortc-relay" (loadtest/aiortc_relay.py)
     udp_buffer_bytes: int = 2 * 1024 * 1024  # SO_RCVBUF of the workers' ICE sockets
     connect_muted: bool = False  # pysfu: feeds muted until every subscriber is connected (big runs)
-    subscriber_path: str = "socket"  # count at the UDP socket, or "aiortc" (loadtest/worker.py)
+    subscriber_path: str = "socket"  # count at the UDP socket, "kernel" or "aiortc" (loadtest/worker.py)
+    sessions: int = 1  # equal sessions of publishers x subscribers, spread over the same load workers
+    publisher_path: str = "raw"  # pre-packetized RTP, or "aiortc" (loadtest/worker.py)
 
     def worker_count(self) -> int:
         if self.workers > 0:
             return self.workers
-        wanted = math.ceil(max(self.subscribers, 1) / SUBSCRIBERS_PER_WORKER)
+        wanted = math.ceil(max(self.subscribers * self.sessions, 1) / SUBSCRIBERS_PER_WORKER)
         return max(1, min(wanted, os.cpu_count() or 1))
 
 
 def plan_workers(config: LoadConfig, session: str) -> list[WorkerPlan]:
-    """Publishers and subscribers round-robin; publisher i and subscribers i, i+W... share worker i % W."""
+    """Publishers and subscribers round-robin; publisher i and subscribers i, i+W... share worker i % W.
+    With several sessions, participant i of each kind is in session i // (its count per session)."""
     count = config.worker_count()
     return [
         WorkerPlan(
@@ -66,13 +69,16 @@ def plan_workers(config: LoadConfig, session: str) -> list[WorkerPlan]:
             key_id=config.key_id,
             secret=config.secret,
             session=session,
-            publishers=tuple(range(w, config.publishers, count)),
-            subscribers=tuple(range(w, config.subscribers, count)),
+            publishers=tuple(range(w, config.publishers * config.sessions, count)),
+            subscribers=tuple(range(w, config.subscribers * config.sessions, count)),
+            sessions=config.sessions,
+            per_session=(config.publishers, config.subscribers),
             media=config.media,
             target=config.target,
             udp_buffer_bytes=config.udp_buffer_bytes,
             connect_muted=config.connect_muted and config.target == "sfu",
             subscriber_path=config.subscriber_path,
+            publisher_path=config.publisher_path,
         )
         for w in range(count)
     ]
@@ -183,12 +189,16 @@ async def run_load(config: LoadConfig, progress: Callable[[str], None] | None = 
     session = config.session or f"loadtest-{uuid.uuid4().hex[:8]}"
     config.media.clips()  # encode (or load) once here, so workers never race to fill the cache
     plans = plan_workers(config, session)
-    participants = config.publishers + config.subscribers
+    if config.sessions > 1 and config.target != "sfu":
+        raise ValueError("several sessions at once: pysfu only (the aiortc relay has no sessions)")
+    participants = (config.publishers + config.subscribers) * config.sessions
+    subscribers = config.subscribers * config.sessions
     connect_s = config.connect_timeout_s or 30.0 + participants
     started = time.monotonic()
     say(
         f"loadtest: {config.publishers} publisher(s) x {config.subscribers} subscriber(s), "
         f"{len(plans)} worker(s), session {session}"
+        + (f" (and {config.sessions - 1} more like it)" if config.sessions > 1 else "")
     )
     workers = _Workers(plans)
     async with aiohttp.ClientSession() as http:
@@ -205,20 +215,23 @@ async def run_load(config: LoadConfig, progress: Callable[[str], None] | None = 
                     connected[index] = message[1]
                     if index == 0:
                         elapsed_s = time.monotonic() - subscribing
-                        say(f"loadtest: [{elapsed_s:5.1f} s] {sum(connected)}/{config.subscribers} connected")
+                        say(f"loadtest: [{elapsed_s:5.1f} s] {sum(connected)}/{subscribers} connected")
 
             await workers.expect("subscribed", connect_s, on_connecting)
             connected_s = time.monotonic() - subscribing
-            say(f"loadtest: {config.subscribers} subscriber(s) connected in {connected_s:.1f} s")
+            say(f"loadtest: {subscribers} subscriber(s) connected in {connected_s:.1f} s")
             if config.connect_muted and config.target == "sfu":
                 workers.send("unmute")
                 await workers.expect("unmuted", connect_s)
-            await _wait_for_packets(workers, config.subscribers * len(feeds), say)
+            await _wait_for_packets(workers, config.subscribers * len(feeds), say)  # feeds of all sessions
             await asyncio.sleep(config.warmup_s)
             metrics0 = await scrape(http, config.url)
             snaps0 = await workers.snapshot("begin")
             t0, busy0, overflows0 = time.monotonic(), machine_busy_s(), udp_rcvbuf_errors()
-            await _progress(workers, http, config, metrics0, t0, say)
+            if progress is None:  # quiet: no scrapes or snapshots inside the window (many runs at once)
+                await asyncio.sleep(config.duration_s)
+            else:
+                await _progress(workers, http, config, metrics0, t0, say)
             snaps1 = await workers.snapshot("end")
             t1, busy1, overflows1 = time.monotonic(), machine_busy_s(), udp_rcvbuf_errors()
             metrics1 = await scrape(http, config.url)
@@ -238,6 +251,7 @@ async def run_load(config: LoadConfig, progress: Callable[[str], None] | None = 
         overflows1 - overflows0,
         config.target,
         config.subscriber_path if config.target == "sfu" else "aiortc",
+        config.sessions,
     )
 
 

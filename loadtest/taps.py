@@ -17,7 +17,14 @@
   extensions stay readable without RFC 6904), and drops them: no unprotect, no parse, no aiortc
   receiver. STUN, DTLS and RTCP datagrams (RFC 7983 / RFC 5761 demultiplexing) go on to aioice
   unchanged, so ICE consent, DTLS and the server's sender reports work as before.
-- The subscriber transport of a `client_sdk.Session`: `session._subscriber.pc` (`subscriber_dtls`).
+- **Raw send path** (`--publisher-path raw`): a negotiated transceiver's SSRC, payload type, mid
+  extension id, SRTP session and nominated ICE pair (`raw_send_path`), so `loadtest.raw_publisher` can
+  send pre-packetized RTP without aiortc's per-packet objects.
+- **Quiet receivers** (kernel path): each aiortc receiver's `_run_rtcp` loop (`silence_receivers`) and
+  the connection's own consent checks (`Connection.query_consent` / `_query_consent_task`,
+  `quiet_consent`).
+- The subscriber transport of a `client_sdk.Session`: `session._subscriber.pc` (`subscriber_dtls`), and
+  the local ports of its ICE sockets, `protocol.transport` of each aioice protocol (`local_ports`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import contextlib
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiortc.codecs import HEADER_EXTENSIONS
@@ -34,6 +42,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 from loadtest.stats import StreamStats
 
 SEND_TIME_URI: Final = "http://www.webrtc.org/experiments/rtp-hdrext/video-timing"
+MID_URI: Final = "urn:ietf:params:rtp-hdrext:sdes:mid"
 SEND_TIME_ID: Final = 8  # pysfu's router id for this URI, so an aiortc publisher needs no id rewrite
 _ONE_BYTE: Final = 0xBEDE
 _EXT_HEAD: Final = struct.Struct("!HH")
@@ -112,6 +121,105 @@ def hook_send(transport: Any, on_packet: Callable[[bytes, int], None]) -> bool:
 
     transport._send_rtp = send_rtp
     return True
+
+
+def local_ports(dtls: Any) -> list[int]:
+    """The local UDP ports of a DTLS transport's ICE sockets (aioice `Connection._protocols`)."""
+    ports = []
+    for protocol in dtls.transport._connection._protocols:
+        transport = getattr(protocol, "transport", None)
+        name = transport.get_extra_info("sockname") if transport is not None else None
+        if name:
+            ports.append(int(name[1]))
+    return ports
+
+
+@dataclass(frozen=True, slots=True)
+class RawSendPath:
+    """What a publisher needs to send RTP without aiortc's sender: the negotiated stream and the SRTP
+    session + socket of its transport (`raw_send_path`)."""
+
+    ssrc: int
+    payload_type: int
+    mime_type: str
+    mid: str
+    mid_ext_id: int  # 0: not negotiated
+    stamp_ext_id: int  # SEND_TIME_URI's id, 0: not negotiated
+    protect: Callable[[bytes], bytes]
+    sendto: Callable[[bytes, Any], None]
+    remote_addr: Any
+    is_closing: Callable[[], bool]  # the socket's transport: aioice closed it (consent lost, or close())
+
+
+def raw_send_path(transceiver: Any) -> RawSendPath | None:
+    """The send path of a negotiated, connected aiortc transceiver, or None if it is not connected yet.
+
+    aiortc 1.16: `transceiver._codecs` (negotiated, primary first) and `._headerExtensions`; the sender's
+    `_ssrc`; `RTCDtlsTransport._tx_srtp` (a pylibsrtp `Session`, `protect(bytes) -> bytes`) and its ICE
+    connection's nominated pair for component 1 (`Connection._nominated[1]`: `.protocol.transport`, an
+    asyncio datagram transport, and `.remote_addr`), as `RTCDtlsTransport._send_rtp` and
+    `Connection.sendto` use them.
+    """
+    sender = transceiver.sender
+    dtls = sender.transport
+    srtp = getattr(dtls, "_tx_srtp", None)
+    pair = dtls.transport._connection._nominated.get(1)
+    codecs = transceiver._codecs
+    if srtp is None or pair is None or not codecs or pair.protocol.transport is None:
+        return None
+    ext_ids = {e.uri: e.id for e in transceiver._headerExtensions}
+    return RawSendPath(
+        ssrc=sender._ssrc,
+        payload_type=codecs[0].payloadType,
+        mime_type=codecs[0].mimeType.lower(),
+        mid=transceiver.mid or "",
+        mid_ext_id=ext_ids.get(MID_URI, 0),
+        stamp_ext_id=ext_ids.get(SEND_TIME_URI, 0),
+        protect=srtp.protect,
+        sendto=pair.protocol.transport.sendto,
+        remote_addr=pair.remote_addr,
+        is_closing=pair.protocol.transport.is_closing,
+    )
+
+
+def silence_receivers(session: Any) -> int:
+    """Keeps every receiver of a `client_sdk.Session`'s subscriber peer connection from starting its RTCP
+    loop; returns how many receivers.
+
+    aiortc 1.16's `RTCRtpReceiver.receive()` (called once DTLS is up, after `subscribe` returned) starts
+    `asyncio.ensure_future(self._run_rtcp())`, a loop that wakes every 0.5-1.5 s to send receiver
+    reports. A receiver that gets no RTP (the kernel path) has nothing to report, but the wakeups alone
+    cost a load process more than its share of the packets (a wakeup costs ~150 us of CPU on this VM).
+    An instance attribute `_run_rtcp` wins the lookup: it only sets the started/exited events that
+    `stop()` waits for, so closing works as usual."""
+    receivers = [t.receiver for t in session._subscriber.pc.getTransceivers()]
+    for receiver in receivers:
+
+        async def quiet(receiver: Any = receiver) -> None:
+            receiver._RTCRtpReceiver__rtcp_started.set()
+            receiver._RTCRtpReceiver__rtcp_exited.set()
+
+        receiver._run_rtcp = quiet
+    return len(receivers)
+
+
+def quiet_consent(dtls: Any) -> None:
+    """Stops this side's ICE consent checks on a DTLS transport's connection (the peer's checks are
+    still answered).
+
+    aioice 0.13 starts `asyncio.create_task(self.query_consent())` when `Connection.connect()` succeeds:
+    every ~5 s a STUN request and its response, two wakeups. A load subscriber that receives nothing
+    has no use for them (the server checks consent itself, and the subscriber answers); an instance
+    attribute wins the lookup if `connect()` has not finished yet, a running task is cancelled."""
+    connection = dtls.transport._connection
+
+    async def no_consent_checks() -> None:
+        return None
+
+    connection.query_consent = no_consent_checks
+    task = connection._query_consent_task
+    if task is not None and not task.done():
+        task.cancel()
 
 
 def subscriber_dtls(session: Any) -> Any:

@@ -1,16 +1,23 @@
 """One load worker process: some publishers and some counting subscribers, driven over a pipe.
 
-Publishers replay pre-encoded clips (`client_sdk.encoded`), so they cost no codec time. Each RTP packet a
-publisher hands to its DTLS transport gets the tool's send-time header extension (`loadtest.taps`).
+Publishers replay pre-encoded clips, so they cost no codec time, by one of two paths
+(`WorkerPlan.publisher_path`): `raw` (default) sends pre-packetized RTP from one pacer per process
+(`loadtest.raw_publisher`; 16 publishers in one process cost 0.46 % of a core each, against ~3.6 %
+for one through aiortc's sender); `aiortc` hands `client_sdk.encoded` tracks to aiortc's sender.
+Either way every RTP packet carries the tool's send-time header extension (`loadtest.taps`).
 
 Subscribers join and negotiate like any client (ICE, DTLS, `subscribe(feed_id, decode=False)`), then
-count, by one of two paths (`WorkerPlan.subscriber_path`):
+count, by one of three paths (`WorkerPlan.subscriber_path`):
 
 - `socket` (default): at the UDP socket, from the RTP header SRTP leaves in the clear, before unprotect
   (`loadtest.taps.SocketTap`): about half the load-tool CPU per received packet of the aiortc path
   (docs/benchmarks.md, "Workers"); most of what is left is the event loop's and kernel's receive path.
   Latency comes from the send-time extension (CLOCK_MONOTONIC is one
   clock for all processes), for every subscriber.
+- `kernel`: not at all in Python: the subscribers gather on a loopback address of their own and an
+  nftables rule counts and drops their media before any socket (`loadtest.kernel_sink`), so a
+  subscriber costs ~nothing per packet; loss is packets sent x subscribers vs packets counted, no
+  latency. For measuring the server's capacity on the machine it runs on (needs root and `nft`).
 - `aiortc`: aiortc unprotects and parses every packet, which reaches `client_sdk`'s raw feed (the SDK's
   own receive path, more CPU per packet than the server spends forwarding it). Latency from a
   fingerprint of the payload (`SendStamps`), for subscribers in the publisher's worker only.
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,10 +38,23 @@ from typing import Any, Final, TypeVar
 
 import client_sdk
 from client_sdk.encoded import EncodedAudioTrack, EncodedClip, EncodedVideoTrack
+from loadtest.kernel_sink import KernelSink
 from loadtest.pipe import recv
+from loadtest.raw_publisher import RawPacer, held_track, packetize
 from loadtest.relay_client import RelayFeed, RelayPeers
 from loadtest.stats import SendStamps, StreamStats, rtp_payload
-from loadtest.taps import CountedStream, SocketTap, hook_send, install_send_time_extension, subscriber_dtls
+from loadtest.taps import (
+    CountedStream,
+    RawSendPath,
+    SocketTap,
+    hook_send,
+    install_send_time_extension,
+    local_ports,
+    quiet_consent,
+    raw_send_path,
+    silence_receivers,
+    subscriber_dtls,
+)
 from sfu.metrics import process_rss_bytes
 
 CLOSE_TIMEOUT_S: Final = 10.0
@@ -40,7 +62,10 @@ PROGRESS_EVERY_S: Final = 2.0
 DTX_EVERY: Final = 20  # Opus DTX: one 20 ms packet per 400 ms of silence (RFC 7587 section 3.1.3)
 _monotonic_ns = time.monotonic_ns
 T = TypeVar("T")
-SUBSCRIBER_PATHS: Final = ("socket", "aiortc")
+SUBSCRIBER_PATHS: Final = ("socket", "kernel", "aiortc")
+PUBLISHER_PATHS: Final = ("raw", "aiortc")
+SEND_PATH_TIMEOUT_S: Final = 30.0
+IP_UDP_RTP_SRTP_BYTES: Final = 20 + 8 + 12 + 16  # the kernel path's payload estimate per datagram
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +110,16 @@ class WorkerPlan:
     target: str = "sfu"  # or "aiortc-relay" (loadtest/aiortc_relay.py)
     udp_buffer_bytes: int = 2 * 1024 * 1024  # SO_RCVBUF of every client ICE socket
     connect_muted: bool = False  # publishers mute their feeds until every subscriber is connected
-    subscriber_path: str = "socket"  # or "aiortc" (see the module docstring)
+    subscriber_path: str = "socket"  # or "kernel", "aiortc" (see the module docstring)
+    publisher_path: str = "raw"  # or "aiortc" (see the module docstring)
+    sessions: int = 1  # `session` itself, or `session-0` ... `session-{N-1}`
+    per_session: tuple[int, int] = (0, 0)  # (publishers, subscribers) per session when sessions > 1
+
+    def session_of(self, index: int, kind: int) -> str:
+        """The session of publisher (kind 0) or subscriber (kind 1) `index`."""
+        if self.sessions <= 1:
+            return self.session
+        return f"{self.session}-{index // max(self.per_session[kind], 1)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +139,8 @@ class WorkerState:
         self.streams: list[StreamStats] = []
         self.counted: list[CountedStream] = []  # the socket path's streams
         self.taps: list[SocketTap] = []
+        self.sink: KernelSink | None = None  # the kernel path's counters
+        self.sunk: set[tuple[int, int]] = set()  # (local port, SSRC) of every subscribed media stream
         self.latency_ms: list[float] = []
         self.measuring = False
         self.pub_packets = 0
@@ -120,6 +156,8 @@ class WorkerState:
             counted.latency_ms = self.latency_ms if on else None
 
     def snapshot(self, with_latency: bool) -> dict[str, Any]:
+        if self.sink is not None:
+            return self._kernel_snapshot(self.sink)
         streams = self.streams
         out: dict[str, Any] = {
             "worker": self.index,
@@ -143,10 +181,36 @@ class WorkerState:
             out["latency_ms"], self.latency_ms = self.latency_ms, []
         return out
 
+    def _kernel_snapshot(self, sink: KernelSink) -> dict[str, Any]:
+        """The kernel path: per-stream packet counts from nftables; no sequence numbers, so no loss here
+        (the report compares with what the publishers sent), no jitter, no latency."""
+        counts = sink.counts()
+        sunk = self.sunk
+        mine = [v for k, v in counts.items() if k in sunk]
+        received = sum(p for p, _ in mine)
+        return {
+            "worker": self.index,
+            "pub_packets": self.pub_packets,
+            "pub_octets": self.pub_octets,
+            "streams": len(sunk),
+            "streams_live": sum(1 for p, _ in mine if p),
+            "received": received,
+            "received_bytes": sum(b for _, b in mine) - IP_UDP_RTP_SRTP_BYTES * received,
+            "unmatched": sum(p for k, (p, _) in counts.items() if k not in sunk),
+            "expected": 0,
+            "lost": 0,
+            "reordered": 0,
+            "duplicates": 0,
+            "jitter_ms": [],
+            "cpu_s": time.process_time(),
+            "rss_bytes": process_rss_bytes(),
+            "errors": list(self.errors),
+        }
 
-def hook_publisher(state: WorkerState, publisher: int, transport: Any) -> bool:
-    """Counts and stamps every RTP packet the publisher's DTLS transport sends (`taps.hook_send`), and
-    with the aiortc path also fingerprints it; False if aiortc moved `_send_rtp`."""
+
+def publisher_counter(state: WorkerState, publisher: int) -> Callable[[bytes, int], None]:
+    """Counts every RTP packet a publisher sends (stamped, before SRTP) and, for the aiortc subscriber
+    path's latency, fingerprints it."""
     stamps = state.stamps
 
     def on_packet(data: bytes, now_ns: int) -> None:
@@ -155,7 +219,13 @@ def hook_publisher(state: WorkerState, publisher: int, transport: Any) -> bool:
         if state.fingerprints:
             stamps.stamp(publisher, rtp_payload(data), now_ns)
 
-    return hook_send(transport, on_packet)
+    return on_packet
+
+
+def hook_publisher(state: WorkerState, publisher: int, transport: Any) -> bool:
+    """Counts and stamps every RTP packet the publisher's DTLS transport sends (`taps.hook_send`); False
+    if aiortc moved `_send_rtp`."""
+    return hook_send(transport, publisher_counter(state, publisher))
 
 
 def _clock_of(section: Any, kind: str) -> tuple[int, int]:
@@ -198,22 +268,28 @@ class Worker:
         self._gate = asyncio.Semaphore(plan.connect_concurrency)
         self.relay = RelayPeers(plan.url) if plan.target == "aiortc-relay" else None
         self.publishing: list[tuple[client_sdk.Session, list[str]]] = []
+        self.raw = plan.publisher_path == "raw" and self.relay is None
+        self.pacer = RawPacer(self.state.errors)
         self.socket_path = plan.subscriber_path == "socket" and self.relay is None
-        self.state.fingerprints = not self.socket_path
+        self.kernel_path = plan.subscriber_path == "kernel" and self.relay is None
+        self.state.fingerprints = not (self.socket_path or self.kernel_path)
         if plan.target == "sfu":
             install_send_time_extension()
 
-    def token(self, uid: str, grants: dict[str, Any]) -> str:
+    def token(self, uid: str, grants: dict[str, Any], session: str) -> str:
         plan = self.plan
-        return client_sdk.tokens.create_token(plan.key_id, plan.secret, plan.session, uid, grants=grants)
+        return client_sdk.tokens.create_token(plan.key_id, plan.secret, session, uid, grants=grants)
 
-    async def connect(self, uid: str, grants: dict[str, Any]) -> client_sdk.Session:
+    async def connect(
+        self, uid: str, grants: dict[str, Any], sid: str, ice_hosts: tuple[str, ...] | None = None
+    ) -> client_sdk.Session:
         session = client_sdk.Session(
             self.plan.url,
-            token=self.token(uid, grants),
+            token=self.token(uid, grants, sid),
             auto_subscribe=False,
             reconnect=False,
             request_timeout_s=30.0,
+            ice_hosts=ice_hosts,
         )
         self.sessions.append(session)
         await session.join()
@@ -227,6 +303,8 @@ class Worker:
         return [replace(c, frames=c.frames[::DTX_EVERY]) if c.kind == "audio" else c for c in clips]
 
     async def publish(self, clips: list[EncodedClip]) -> list[FeedRef]:
+        packetized = {id(c): packetize(c) for c in clips} if self.raw else {}
+
         async def one(index: int) -> list[FeedRef]:
             clips_now = self.clips_of(index, clips)
             if self.relay is not None:
@@ -236,16 +314,26 @@ class Worker:
                     self.state.errors.append(f"pub-{index}: no send hook")
                 return [FeedRef(feed_id, index, kind) for feed_id, kind in found]
             async with self._gate:
-                session = await self.connect(f"pub-{index}", {"subscribe": False})
+                sid = self.plan.session_of(index, 0)
+                session = await self.connect(f"pub-{index}", {"subscribe": False}, sid)
                 tracks: list[tuple[Any, str | None, str | None]] = [
-                    (EncodedAudioTrack(c) if c.kind == "audio" else EncodedVideoTrack(c), None, None)
+                    (held_track(c) if self.raw else
+                     EncodedAudioTrack(c) if c.kind == "audio" else EncodedVideoTrack(c), None, None)
                     for c in clips_now
-                ]
+                ]  # fmt: skip
                 feeds = await session.publish_many(tracks)
                 if self.plan.connect_muted:
                     for feed in feeds:
                         await session.mute(feed.feed_id, True)
                 self.publishing.append((session, [f.feed_id for f in feeds]))
+            if self.raw:
+                on_sent = publisher_counter(self.state, index)
+                delay_s = random.random() * self.plan.media.keyframe_s  # the same for both feeds
+                for feed, clip in zip(feeds, clips_now, strict=True):
+                    path = await self._send_path(feed.transceiver)
+                    # a silent publisher's audio is a thinned copy of the clip (clips_of): its own packets
+                    self.pacer.add(path, packetized.get(id(clip)) or packetize(clip), on_sent, delay_s)
+                return [FeedRef(f.feed_id, index, f.kind) for f in feeds]
             transceiver = feeds[0].transceiver
             if transceiver is None or not hook_publisher(self.state, index, transceiver.sender.transport):
                 self.state.errors.append(f"pub-{index}: no send hook, latency not measured")
@@ -254,8 +342,23 @@ class Worker:
         results = await self._gather([one(i) for i in self.plan.publishers])
         return [ref for refs in results if refs for ref in refs]
 
-    async def subscribe(self, feeds: list[FeedRef]) -> int:
+    async def _send_path(self, transceiver: Any) -> RawSendPath:
+        """The raw send path once ICE and DTLS are up (publish returns after the answer, not after)."""
+        deadline = time.monotonic() + SEND_PATH_TIMEOUT_S
+        while True:
+            path = raw_send_path(transceiver) if transceiver is not None else None
+            if path is not None:
+                return path
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"publisher transport not connected after {SEND_PATH_TIMEOUT_S:.0f} s")
+            await asyncio.sleep(0.05)
+
+    async def subscribe(self, all_feeds: list[FeedRef]) -> int:
+        plan = self.plan
+
         async def one(index: int) -> bool:
+            sid = plan.session_of(index, 1)
+            feeds = [f for f in all_feeds if plan.session_of(f.publisher, 0) == sid]
             if self.relay is not None:
                 async with self._gate:
                     relayed = await self.relay.subscribe([f.feed_id for f in feeds], [f.kind for f in feeds])
@@ -264,14 +367,22 @@ class Worker:
                     self.readers.append(task)
                 self.state.subscribers_connected += 1
                 return True
+            sink = self.state.sink
             async with self._gate:
-                session = await self.connect(f"sub-{index}", {"publish": False})
+                hosts = (sink.address,) if sink is not None else None
+                session = await self.connect(f"sub-{index}", {"publish": False}, sid, hosts)
                 # all at once: the server folds subscriptions that arrive together into one offer
                 raws = await asyncio.gather(
                     *(session.subscribe(ref.feed_id, decode=False, timeout_s=60.0) for ref in feeds)
                 )
                 if self.socket_path:
                     self._tap_sockets(session, feeds, raws)
+                    self.state.subscribers_connected += 1
+                    return True
+                if sink is not None:
+                    self._sink_streams(session, feeds, raws)
+                    silence_receivers(session)
+                    quiet_consent(subscriber_dtls(session))
                     self.state.subscribers_connected += 1
                     return True
                 for ref, raw in zip(feeds, raws, strict=True):
@@ -302,6 +413,18 @@ class Worker:
             raise RuntimeError("no ICE socket to tap")
         self.state.taps.append(tap)
 
+    def _sink_streams(
+        self, session: client_sdk.Session, feeds: list[FeedRef], raws: list[client_sdk.RawFeed]
+    ) -> None:
+        """The kernel path: the (local port, SSRC) pairs whose counters are this subscriber's streams."""
+        ports = local_ports(subscriber_dtls(session))
+        if not ports:
+            raise RuntimeError("no ICE socket to count at")
+        for ref, raw in zip(feeds, raws, strict=True):
+            if raw.section is None or not raw.section.ssrcs:
+                raise RuntimeError(f"feed {ref.feed_id}: the offer announced no SSRC to count by")
+            self.state.sunk.update((port, ssrc) for port in ports for ssrc in raw.section.ssrcs)
+
     async def _gather(self, jobs: Sequence[Awaitable[T]]) -> list[T | None]:
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)
         results: list[T | None] = []
@@ -314,8 +437,11 @@ class Worker:
         return results
 
     async def close(self) -> None:
+        await self.pacer.close()
         for tap in self.state.taps:
             tap.detach()
+        if self.state.sink is not None:
+            self.state.sink.close()
         for task in self.readers:
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
@@ -328,6 +454,10 @@ class Worker:
     async def serve(self) -> None:
         """The command loop: publish at start, then subscribe / snapshot / stop as the parent asks."""
         clips = self.plan.media.clips()
+        if self.kernel_path and self.plan.subscribers:
+            sink = KernelSink.for_process()
+            sink.install()
+            self.state.sink = sink
         feeds = await self.publish(clips) if self.plan.publishers else []
         self.conn.send(("published", [(f.feed_id, f.publisher, f.kind) for f in feeds]))
         handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
@@ -409,8 +539,17 @@ def worker_main(conn: Connection, plan: WorkerPlan) -> None:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:
         runner = asyncio.Runner()
+    profile_to = os.environ.get("LOADTEST_PROFILE")  # a diagnostic: cProfile (CPU time) of each worker
+    if not profile_to:
+        with runner:
+            runner.run(_main(conn, plan))
+        return
+    import cProfile
+
+    profiler = cProfile.Profile(time.process_time)
     with runner:
-        runner.run(_main(conn, plan))
+        profiler.runcall(runner.run, _main(conn, plan))
+    profiler.dump_stats(f"{profile_to}.{plan.index}.{os.getpid()}")
 
 
 async def _main(conn: Connection, plan: WorkerPlan) -> None:

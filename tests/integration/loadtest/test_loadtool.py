@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import client_sdk
 from client_sdk.encoded import EncodedVideoTrack
+from loadtest.kernel_sink import TABLE_PREFIX
 from loadtest.media import encode_vp8
 from loadtest.report import table
 from loadtest.runner import LoadConfig, run_load
@@ -42,6 +45,29 @@ async def test_a_five_second_load_of_one_publisher_and_five_subscribers_loses_no
     assert 0 < report.server_fwd_us_p50 <= report.server_fwd_us_p99
     assert report.delivered_pct > 90
     assert "| pysfu | 1 | 5 |" in table([report])
+
+
+async def test_the_kernel_path_counts_every_forwarded_packet_without_any_reaching_a_subscriber_socket(
+    server: RunningServer, creds: Credentials
+) -> None:
+    """nftables counts and drops the subscribers' media (loadtest/kernel_sink.py): the server forwards
+    as to any subscriber, the counts match what the publishers sent x subscribers, and the table is gone
+    after the run. Two sessions from the same load workers: each subscriber gets its own session's feeds
+    only (16 streams, not 32)."""
+    config = LoadConfig(server.url, creds.key_id, creds.secret, publishers=1, subscribers=4,
+                        duration_s=4.0, warmup_s=1.0, workers=2, media=SMALL,
+                        subscriber_path="kernel", sessions=2)  # fmt: skip
+    report = await run_load(config, progress=None)
+    assert report.errors == []
+    assert report.subscriber_path == "kernel" and report.sessions == 2 and report.streams == 16
+    assert report.expected > 0 and report.received_pps > 0
+    # window edges of separate processes: a few packets either way, never a real loss on loopback
+    assert report.loss_pct < 1.0 and 99.0 < report.delivered_pct < 101.0
+    assert report.unmatched == 0 and report.latency_samples == 0
+    assert report.server_pps_out == pytest.approx(report.received_pps, rel=0.03)
+    listing = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
+    tables = (await listing.communicate())[0].decode()
+    assert TABLE_PREFIX not in tables
 
 
 async def _scrape(url: str) -> dict[str, float]:

@@ -155,3 +155,27 @@ def test_the_socket_tap_counts_media_and_passes_everything_else_on() -> None:
     assert tap.unmatched == 1 and len(counted.latency_ms) == 5
     tap.detach()
     assert "datagram_received" not in vars(protocol)
+
+
+def test_the_raw_send_path_finds_what_aiortc_keeps_on_transceivers_transports_and_connections() -> None:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+    from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+    assert "self._codecs" in inspect.getsource(RTCRtpTransceiver.__init__)
+    assert "self._headerExtensions" in inspect.getsource(RTCRtpTransceiver.__init__)
+    assert "self._ssrc = " in inspect.getsource(RTCRtpSender.__init__)
+    assert "data = self._tx_srtp.protect(data)" in inspect.getsource(RTCDtlsTransport._send_rtp)
+    connection = aioice.ice.Connection(ice_controlling=True)
+    assert vars(connection)["_nominated"] == {}
+    assert "active_pair = self._nominated.get(component)" in inspect.getsource(aioice.ice.Connection.sendto)
+    assert "self.transport.sendto(data, addr)" in inspect.getsource(aioice.ice.StunProtocol.send_data)
+
+
+def test_receivers_start_their_rtcp_loop_through_the_instance_and_stop_waits_for_its_events() -> None:
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    assert "self.__rtcp_task = asyncio.ensure_future(self._run_rtcp())" in inspect.getsource(RTCRtpReceiver)
+    stop = inspect.getsource(RTCRtpReceiver.stop)
+    assert "await self.__rtcp_started.wait()" in stop and "await self.__rtcp_exited.wait()" in stop
+    body = inspect.getsource(RTCRtpReceiver._run_rtcp)
+    assert "self.__rtcp_started.set()" in body and "self.__rtcp_exited.set()" in body

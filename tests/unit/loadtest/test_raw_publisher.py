@@ -1,0 +1,118 @@
+"""The raw publisher's packets: what aiortc would send for the same clip (RFC 7741 VP8 descriptors,
+continuous sequence numbers, timestamps and picture ids across loops), plus the load tool's stamp."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from typing import Any
+
+from aiortc.rtp import RtpPacket
+
+from client_sdk.encoded import EncodedClip, EncodedFrame
+from loadtest.raw_publisher import VP8_MAX_CHUNK, RawStream, packetize
+from loadtest.taps import RawSendPath, read_send_stamp
+
+
+def _vp8_clip() -> EncodedClip:
+    frames = (
+        EncodedFrame(b"\x10" + bytes(2 * VP8_MAX_CHUNK + 10), 0, True),  # three packets
+        EncodedFrame(b"\x11" + bytes(100), 3000, False),
+    )
+    return EncodedClip("vp8", Fraction(1, 90000), frames, 6000)
+
+
+def _stream(clip: EncodedClip, sent: list[bytes]) -> RawStream:
+    path = RawSendPath(ssrc=0x1234, payload_type=97, mime_type="video/vp8", mid="1", mid_ext_id=3,
+                       stamp_ext_id=8, protect=lambda data: data,
+                       sendto=lambda data, addr: sent.append(data), remote_addr=None,
+                       is_closing=lambda: False)  # fmt: skip
+    return RawStream(path, packetize(clip), start_s=100.0, on_sent=lambda data, now_ns: None)
+
+
+def _parse(data: bytes) -> Any:
+    return RtpPacket.parse(data)
+
+
+def test_a_vp8_clip_is_split_at_the_chunk_size_with_a_start_bit_on_the_first_packet_only() -> None:
+    sent: list[bytes] = []
+    stream = _stream(_vp8_clip(), sent)
+    stream.send_due(100.0)  # only the first frame is due
+    packets = [_parse(d) for d in sent]
+    assert len(packets) == 3
+    assert [p.marker for p in packets] == [0, 0, 1]
+    assert [p.payload[0] for p in packets] == [0x90, 0x80, 0x80]  # X, S on the first; PID 0
+    assert {p.payload[1] for p in packets} == {0x80}  # I: a picture id follows
+    assert len({p.payload[2:4] for p in packets}) == 1 and packets[0].payload[2] & 0x80  # 15-bit id
+    assert b"".join(p.payload[4:] for p in packets) == _vp8_clip().frames[0].data
+    first = packets[0].sequence_number
+    assert [p.sequence_number for p in packets] == [(first + i) & 0xFFFF for i in range(3)]
+    assert {p.ssrc for p in packets} == {0x1234} and {p.payload_type for p in packets} == {97}
+    for data in sent:
+        assert read_send_stamp(data, data[0]) > 0
+    assert all(data[12:14] == b"\xbe\xde" for data in sent)
+
+
+def test_sequence_numbers_timestamps_and_picture_ids_keep_increasing_across_loops() -> None:
+    sent: list[bytes] = []
+    stream = _stream(_vp8_clip(), sent)
+    stream.send_due(100.0 + 3 * 6000 / 90000)  # three passes of the clip, and the next one's first frame
+    packets = [_parse(d) for d in sent]
+    firsts = [p for p in packets if p.payload[0] == 0x90]
+    assert len(firsts) == 7
+    stamps = [p.timestamp for p in firsts]
+    assert [(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)] == [3000] * 6
+    ids = [int.from_bytes(p.payload[2:4], "big") & 0x7FFF for p in firsts]
+    assert [(b - a) & 0x7FFF for a, b in itertools.pairwise(ids)] == [1] * 6
+    seqs = [p.sequence_number for p in packets]
+    assert [(b - a) & 0xFFFF for a, b in itertools.pairwise(seqs)] == [1] * (len(seqs) - 1)
+
+
+def test_a_stalled_loop_resumes_from_now_instead_of_bursting_the_backlog() -> None:
+    sent: list[bytes] = []
+    stream = _stream(_vp8_clip(), sent)
+    stream.send_due(100.0 + 60.0)  # a minute late: 1,800 frames were due
+    assert len(sent) <= 4  # the two frames of the pass it resumed in, not a minute of them
+
+
+def test_opus_frames_go_out_whole_one_per_packet() -> None:
+    frames = tuple(EncodedFrame(bytes([i]) * 80, i * 960, True) for i in range(5))
+    clip = EncodedClip("opus", Fraction(1, 48000), frames, 4800)
+    sent: list[bytes] = []
+    _stream(clip, sent).send_due(100.0 + 4 * 0.02)
+    packets = [_parse(d) for d in sent]
+    assert [p.payload for p in packets] == [f.data for f in frames]
+    assert all(p.marker == 1 for p in packets)
+
+
+async def test_the_pacer_drops_a_stream_whose_transport_closed_and_reports_it() -> None:
+    import asyncio
+
+    from loadtest.raw_publisher import RawPacer
+
+    sent: list[bytes] = []
+    three = asyncio.Event()
+    closed = False
+
+    def sendto(data: bytes, addr: object) -> None:
+        sent.append(data)
+        if len(sent) >= 3:
+            three.set()
+
+    path = RawSendPath(ssrc=1, payload_type=111, mime_type="audio/opus", mid="0", mid_ext_id=0,
+                       stamp_ext_id=0, protect=lambda data: data, sendto=sendto, remote_addr=None,
+                       is_closing=lambda: closed)  # fmt: skip
+    frames = tuple(EncodedFrame(b"x" * 50, i * 960, True) for i in range(50))
+    errors: list[str] = []
+    pacer = RawPacer(errors)
+    pacer.add(path, packetize(EncodedClip("opus", Fraction(1, 48000), frames, 48000)), lambda d, n: None, 0.0)
+    try:
+        await asyncio.wait_for(three.wait(), 5)
+        closed = True
+        await asyncio.sleep(0.1)
+        count = len(sent)
+        await asyncio.sleep(0.1)
+        assert len(sent) == count and pacer.streams == []
+        assert errors and "closed" in errors[0]
+    finally:
+        await pacer.close()
