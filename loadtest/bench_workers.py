@@ -33,6 +33,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from loadtest.kernel_sink import counted_everywhere
 from loadtest.report import machine_busy_s, udp_rcvbuf_errors
 from loadtest.runner import parse_metrics
 from loadtest.spawn import SpawnedServer
@@ -138,7 +139,7 @@ def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
             procs = [subprocess.Popen(_client_command(args, server, run_s, share), stdout=subprocess.PIPE,
                                       text=True) for share in shares if share]  # fmt: skip
             try:
-                window = _measure(server, streams, args.duration)
+                window = _measure(server, streams, args.duration, args.subscriber_path == "kernel")
                 outputs = [p.communicate(timeout=run_s + READY_TIMEOUT_S)[0] for p in procs]
             finally:
                 for proc in procs:
@@ -151,6 +152,10 @@ def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
     for text in outputs:
         with contextlib.suppress(ValueError, KeyError):  # a failed run printed its error on stderr
             reports.append(json.loads(text)["report"])
+    for r in reports:  # what the table cannot show: why a run lost packets
+        if r.get("errors") or r.get("server_drops"):
+            print(f"bench_workers: {workers} worker(s), {sessions} sessions: errors {r['errors'][:3]}, "
+                  f"server drops {r.get('server_drops')}", file=sys.stderr)  # fmt: skip
     expected = sum(r["expected"] for r in reports)
     loss = 100.0 * sum(r["lost"] for r in reports) / expected if expected else math.nan
     offered = sum(r["sent_pps"] * r["subscribers"] for r in reports)  # subscribers per session
@@ -158,18 +163,32 @@ def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
     client_us = [(r["client_cpu_us_per_packet"] or math.nan, r["received_pps"]) for r in reports]
     weight = sum(w for _, w in client_us)
     client_us_per_packet = sum(u * w for u, w in client_us) / weight if weight else math.nan
-    forwarded_pps, cpu_pct, per_process, busy_pct, drops = window
-    return Point(workers, sessions, streams, offered, forwarded_pps, delivered, loss, cpu_pct, per_process,
-                 cpu_pct * 1e4 / forwarded_pps if forwarded_pps else math.nan, client_us_per_packet,
-                 busy_pct, os.getloadavg()[0], drops, len(procs) - len(reports))  # fmt: skip
+    if not math.isnan(window.counted_pps):  # kernel path: everything from the common window
+        # offered: what the publishers sent (read by the server, or dropped on its full socket) x subscribers
+        offered = (window.in_pps + window.rcvbuf_drops_pps) * args.subscribers
+        delivered = window.counted_pps
+        loss = max(0.0, 100.0 * (1.0 - delivered / offered)) if offered else math.nan
+    fwd = window.forwarded_pps
+    return Point(workers, sessions, streams, offered, fwd, delivered, loss, window.server_cpu_pct,
+                 window.process_cpu_pct, window.server_cpu_pct * 1e4 / fwd if fwd else math.nan,
+                 client_us_per_packet, window.machine_cpu_pct, os.getloadavg()[0], window.rcvbuf_drops_pps,
+                 len(procs) - len(reports))  # fmt: skip
 
 
-Window = tuple[float, float, list[float], float, float]
+@dataclass(frozen=True, slots=True)
+class Window:
+    forwarded_pps: float
+    server_cpu_pct: float
+    process_cpu_pct: list[float]
+    machine_cpu_pct: float
+    rcvbuf_drops_pps: float
+    in_pps: float  # what the server read from publishers
+    counted_pps: float  # the kernel path's subscribers, all runs, this window (NaN on other paths)
 
 
-def _measure(server: SpawnedServer, streams: int, duration_s: float) -> Window:
-    """Waits for every forwarder, then (forwarded pkt/s, server CPU %, CPU % per server process,
-    machine CPU %) over the window."""
+def _measure(server: SpawnedServer, streams: int, duration_s: float, kernel: bool) -> Window:
+    """Waits for every forwarder, then measures one window: the server's counters and CPU, the machine's
+    CPU and UDP drops and, on the kernel path, what the nftables rules counted (the same window)."""
     url = server.url
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -181,16 +200,26 @@ def _measure(server: SpawnedServer, streams: int, duration_s: float) -> Window:
               file=sys.stderr)  # fmt: skip
     time.sleep(3.0)  # key frames of the last joins settle
     pids = server_processes(server.pid)
-    m0, busy0, t0, drops0 = _metrics(url), machine_busy_s(), time.monotonic(), udp_rcvbuf_errors()
+    # the counters are read right after /metrics answers, which takes up to ~0.5 s from a saturated server
+    m0 = _metrics(url)
+    k0 = counted_everywhere() if kernel else 0
+    busy0, t0, drops0 = machine_busy_s(), time.monotonic(), udp_rcvbuf_errors()
     c0 = [cpu_s(p) for p in pids]
     time.sleep(duration_s)
     c1 = [cpu_s(p) for p in pids]
-    m1, busy1, t1, drops1 = _metrics(url), machine_busy_s(), time.monotonic(), udp_rcvbuf_errors()
+    m1 = _metrics(url)
+    k1 = counted_everywhere() if kernel else 0
+    busy1, t1, drops1 = machine_busy_s(), time.monotonic(), udp_rcvbuf_errors()
     span = t1 - t0
-    packets = _total(m1, "sfu_packets_out_total") - _total(m0, "sfu_packets_out_total")
+
+    def rate(name: str) -> float:
+        return (_total(m1, name) - _total(m0, name)) / span
+
     per_process = [round(100.0 * (b - a) / span, 1) for a, b in zip(c0, c1, strict=True)]
     busy = [c for c in per_process if not math.isnan(c) and c >= 0.5]  # the server's idle helpers left out
-    return packets / span, sum(busy), busy, 100.0 * (busy1 - busy0) / span, (drops1 - drops0) / span
+    return Window(rate("sfu_packets_out_total"), sum(busy), busy, 100.0 * (busy1 - busy0) / span,
+                  (drops1 - drops0) / span, rate("sfu_packets_in_total"),
+                  (k1 - k0) / span if kernel else math.nan)  # fmt: skip
 
 
 def _list(text: str) -> list[int]:

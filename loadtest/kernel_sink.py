@@ -43,6 +43,20 @@ def _nft(*args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
+def counted_everywhere() -> int:
+    """Packets counted so far by every load-tool table of this network namespace (all runs at once):
+    what a benchmark reads at both ends of its own window."""
+    listing = json.loads(_nft("-j", "list", "ruleset"))
+    total = 0
+    for item in listing.get("nftables", []):
+        found = item.get("set")
+        if found and found.get("table", "").startswith(TABLE_PREFIX) and found.get("name") == "rx":
+            total += sum(
+                int(e.get("elem", {}).get("counter", {}).get("packets", 0)) for e in found.get("elem", [])
+            )
+    return total
+
+
 @dataclass(slots=True)
 class KernelSink:
     """One nftables table counting and dropping the media sent to `address`; `close()` removes it."""
