@@ -122,7 +122,7 @@ def _client_command(
             "--secret", server.secret, "-p", "1", "-s", str(args.subscribers), "--sessions", str(sessions),
             "--duration", str(run_s),
             "--subscriber-path", args.subscriber_path, "--publisher-path", args.publisher_path,
-            "--json", "--quiet"]  # fmt: skip
+            "--json", "--quiet", *(["--connect-muted"] if args.connect_muted else [])]  # fmt: skip
 
 
 def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="how the load tool's subscribers count (python -m loadtest --help)")  # fmt: skip
     p.add_argument("--publisher-path", choices=PUBLISHER_PATHS, default="raw",
                    help="how the load tool's publishers send (python -m loadtest --help)")  # fmt: skip
+    p.add_argument("--connect-muted", action="store_true",
+                   help="feeds muted until every subscriber is connected (no media while peers connect)")
     p.add_argument("--client-processes", type=int, default=1,
                    help="load tool runs sharing the sessions (each has its own workers)")  # fmt: skip
     p.add_argument("--client-nice", type=int, default=0, help="run the load tool under `nice -n N`")
