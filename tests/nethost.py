@@ -7,12 +7,20 @@ Loss uses `tc netem` where the kernel has it and falls back to an nftables `numg
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -111,6 +119,23 @@ class NetHost:
         elif self.loss_via == "nftables":
             _run("ip", "netns", "exec", self.name, "nft", "delete", "table", "inet", "loss", check=False)
         self.loss_via = None
+
+    async def run_module_json(self, module: str, *args: str, timeout_s: float) -> dict[str, Any]:
+        """Runs `python -m module args` inside the namespace (this checkout on PYTHONPATH) and returns the
+        JSON object on its last stdout line; the process is killed if it outlives `timeout_s`."""
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", self.name, sys.executable, "-m", module, *args,
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )  # fmt: skip
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, f"{module} failed in namespace {self.name}"
+        result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+        return result
 
     def close(self) -> None:
         for proc in self._procs:

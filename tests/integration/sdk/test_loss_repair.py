@@ -20,10 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-import sys
-from pathlib import Path
 
-import orjson
 import pytest
 
 from client_sdk.encoded import EncodedVideoTrack
@@ -32,7 +29,6 @@ from tests.integration.sdk.conftest import Sessions
 from tests.nethost import NetHost
 from tests.support import RunningServer
 
-REPO = Path(__file__).resolve().parents[3]
 SECONDS = 10.0
 FPS = 30
 LOSS_PERCENT = 50
@@ -49,19 +45,7 @@ async def _decode_in_host(
 ) -> dict[str, object]:
     url = f"http://{net_host.gateway}:{server.port}"
     args = [url, token, feed_id, str(SECONDS), "1" if repair else "0"]
-    proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", net_host.name, sys.executable, "-m", "tests.integration.sdk.loss_subscriber",
-        *args, cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, "subscriber process failed"
-    result: dict[str, object] = orjson.loads(out.splitlines()[-1])
-    return result
+    return await net_host.run_module_json("tests.integration.sdk.loss_subscriber", *args, timeout_s=90)
 
 
 async def _lossy_phases(net_host: NetHost) -> None:

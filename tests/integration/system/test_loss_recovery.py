@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 
-import orjson
 import pytest
 
 from client_sdk.encoded import EncodedVideoTrack
@@ -16,7 +13,6 @@ from tests.integration.system.conftest import Sessions
 from tests.nethost import NetHost
 from tests.support import RunningServer
 
-REPO = Path(__file__).resolve().parents[3]
 SECONDS = 6.0
 
 pytestmark = pytest.mark.netns
@@ -26,20 +22,9 @@ async def _decode_in_host(
     net_host: NetHost, server: RunningServer, token: str, feed_id: str
 ) -> dict[str, object]:
     url = f"http://{net_host.gateway}:{server.port}"
-    proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", net_host.name,
-        sys.executable, "-m", "tests.integration.system.netns_subscriber", url, token, feed_id, str(SECONDS),
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+    return await net_host.run_module_json(
+        "tests.integration.system.netns_subscriber", url, token, feed_id, str(SECONDS), timeout_s=60
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, "subscriber process failed"
-    result: dict[str, object] = orjson.loads(out.splitlines()[-1])
-    return result
 
 
 async def _run(net_host: NetHost, server: RunningServer, sessions: Sessions, uid: str) -> tuple[int, int]:
