@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 NFT: Final = "nft"
 TABLE_PREFIX: Final = "pysfu_loadtest_"
@@ -43,18 +44,27 @@ def _nft(*args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
+def _elements(listing: dict[str, Any], table: str | None) -> Iterator[tuple[tuple[int, int], int, int]]:
+    """((port, SSRC), packets, bytes) of every `rx` element in `nft -j` output, of `table` or of every
+    load-tool table (None)."""
+    for item in listing.get("nftables", []):
+        found = item.get("set")
+        if not found or found.get("name") != "rx":
+            continue
+        name = found.get("table", "")
+        if name != table if table is not None else not name.startswith(TABLE_PREFIX):
+            continue
+        for elem in found.get("elem", []):
+            entry = elem.get("elem", {})
+            port, ssrc = entry["val"]["concat"]
+            counter = entry.get("counter", {})
+            yield (int(port), int(ssrc)), int(counter.get("packets", 0)), int(counter.get("bytes", 0))
+
+
 def counted_everywhere() -> int:
     """Packets counted so far by every load-tool table of this network namespace (all runs at once):
     what a benchmark reads at both ends of its own window."""
-    listing = json.loads(_nft("-j", "list", "ruleset"))
-    total = 0
-    for item in listing.get("nftables", []):
-        found = item.get("set")
-        if found and found.get("table", "").startswith(TABLE_PREFIX) and found.get("name") == "rx":
-            total += sum(
-                int(e.get("elem", {}).get("counter", {}).get("packets", 0)) for e in found.get("elem", [])
-            )
-    return total
+    return sum(packets for _, packets, _ in _elements(json.loads(_nft("-j", "list", "ruleset")), None))
 
 
 @dataclass(slots=True)
@@ -94,14 +104,7 @@ add @rx {{ udp dport . @th,128,32 }} drop
         if not self.installed:
             return {}
         listing = json.loads(_nft("-j", "list", "set", "ip", self.table, "rx"))
-        out: dict[tuple[int, int], tuple[int, int]] = {}
-        for item in listing.get("nftables", []):
-            for elem in item.get("set", {}).get("elem", []):
-                entry = elem.get("elem", {})
-                port, ssrc = entry["val"]["concat"]
-                counter = entry.get("counter", {})
-                out[(int(port), int(ssrc))] = (int(counter.get("packets", 0)), int(counter.get("bytes", 0)))
-        return out
+        return {key: (packets, size) for key, packets, size in _elements(listing, self.table)}
 
     def close(self) -> None:
         """Deletes the table if it exists (idempotent)."""

@@ -42,6 +42,8 @@ CLOCK_RATES: Final = {"vp8": 90000, "opus": 48000}
 _RTP_HEAD: Final = struct.Struct("!BBHII")
 _U64: Final = struct.Struct("!Q")
 _U16: Final = struct.Struct("!H")
+_VP8_START: Final = b"\x90\x80"  # X, S (a frame's first packet), PID 0; I: a picture id follows
+_VP8_MORE: Final = b"\x80\x80"
 _monotonic_ns = time.monotonic_ns
 
 
@@ -142,21 +144,22 @@ class RawStream:
         ts = (self.ts_origin + self.passes * self.clip.duration_rtp + frame.rtp_offset) & 0xFFFFFFFF
         pt, ssrc, b0, ext_head, padding = path.payload_type, path.ssrc, self.b0, self.ext_head, self.padding
         last = len(frame.chunks) - 1
-        pid = self.picture_id
+        pid, seq, stamped, vp8 = self.picture_id, self.seq, self.stamped, self.vp8
+        picture_id = _U16.pack(0x8000 | pid)
         for i, chunk in enumerate(frame.chunks):
             now_ns = _monotonic_ns()
-            marker = 0x80 if i == last else 0
-            head = _RTP_HEAD.pack(b0, marker | pt, self.seq, ts, ssrc)
-            stamp = _U64.pack(now_ns) if self.stamped else b""
-            if self.vp8:
-                descriptor = bytes((0x90 if i == 0 else 0x80, 0x80)) + _U16.pack(0x8000 | pid)
+            head = _RTP_HEAD.pack(b0, (0x80 if i == last else 0) | pt, seq, ts, ssrc)
+            stamp = _U64.pack(now_ns) if stamped else b""
+            if vp8:
+                descriptor = (_VP8_START if i == 0 else _VP8_MORE) + picture_id
                 data = b"".join((head, ext_head, stamp, padding, descriptor, chunk))
             else:
                 data = b"".join((head, ext_head, stamp, padding, chunk))
-            self.seq = (self.seq + 1) & 0xFFFF
+            seq = (seq + 1) & 0xFFFF
             on_sent(data, now_ns)
             sendto(protect(data), addr)
-        if self.vp8:
+        self.seq = seq
+        if vp8:
             self.picture_id = (pid + 1) & 0x7FFF
 
 

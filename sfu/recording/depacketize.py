@@ -34,6 +34,7 @@ class FrameDrop(IntEnum):
     LOST_PACKETS = 3  # sequence numbers never received (counted per packet)
     INCOMPLETE = 4  # a frame missing packets (counted per frame)
     WAITING_FOR_KEY_FRAME = 5  # a complete frame after a loss, before the next key frame
+    CUT_AT_END = 6  # the last video frame, whose end had not come when the stream ended (stop, crash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +263,11 @@ class Depacketizer:
         if self._current_parts and not self._video:
             self._emit(out)
         elif self._current_parts:
-            self._current_ok = False  # no marker: the end of this frame never came
-            self._emit(out)
+            # no marker: the stream ended inside this frame; not a loss, so counted apart from INCOMPLETE
+            self._current_parts = []
+            self._current_ok = True
+            self._current_key = False
+            self.drops[FrameDrop.CUT_AT_END] += 1
         return out
 
     def _release(self, out: list[Frame], *, force: bool) -> None:

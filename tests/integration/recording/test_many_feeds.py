@@ -69,9 +69,7 @@ async def test_six_feeds_at_once_lose_no_frame_between_forwarding_and_the_files(
         match = compare(recorded, log.frames)
         assert match.exact, (log.kind, match, entry["drops"])
         assert match.recorded == entry["frames"] > (RECORD_S - 1.5) * (30 if log.kind == "video" else 50)
-        drops = entry["drops"]
-        assert not drops.get("queue_full") and not drops.get("lost_packets"), f"{log.kind}: {drops}"
-        # a video frame whose packets the stop cut in two is flushed as `incomplete` (measured: 1 run in
-        # ~5 here); any more would be a frame broken mid-recording
-        assert drops.get("incomplete", 0) <= 1, f"{log.kind}: {drops}"
+        drops = entry["drops"]  # a frame the stop cut in two is `cut_at_end` (1 run in ~5), not a loss
+        broken = ("queue_full", "lost_packets", "incomplete")
+        assert not any(drops.get(k) for k in broken), f"{log.kind}: {drops}"
         assert log.lost == 0

