@@ -73,18 +73,23 @@ async def test_random_binary_payloads_arrive_intact_and_reliable_ones_in_order(
         await alice.publish_data(checksummed(seq, rng.randint(36, MAX_PAYLOAD_BYTES)), topic="blob")
     relay = relay_of(server, creds)
     await wait_channels_open(relay, ["bob", "carol"])
-    for seq in range(50):
-        await alice.publish_data(checksummed(seq, rng.randint(36, 2000)), reliable=False, topic="lossy")
     for inbox in receivers:
         await wait_until(inbox.has(count, reliable=True), timeout_s=20)
         assert [verify(p) for p in inbox.payloads(reliable=True)] == list(range(count))
         assert all(e.from_uid == "alice" and e.topic == "blob" for e in inbox.data if e.reliable)
+    # Lossy copies are dropped by design while a recipient has a reliable backlog (LOSSY_CONGESTED), so
+    # they are sent once the 2.3 MB above has drained: on an idle loopback nearly all must arrive.
+    for seq in range(50):
+        await alice.publish_data(checksummed(seq, rng.randint(36, 2000)), reliable=False, topic="lossy")
+    for inbox in receivers:
         await wait_until(inbox.has(40, reliable=False))
         lossy = [verify(p) for p in inbox.payloads(reliable=False)]
         assert set(lossy) <= set(range(50)) and all(e.topic == "lossy" for e in inbox.data if not e.reliable)
-    congested = relay.counters.drops[DataDropReason.LOSSY_CONGESTED]
-    assert relay.counters.messages_relayed + congested == 2 * count + 2 * 50  # every copy accounted for
-    assert sum(relay.counters.drops) == congested  # lossy copies are the only ones ever dropped
+    counters = relay.counters
+    # Every copy is accounted for (a lossy message may still be on its way from alice to the server).
+    await wait_until(lambda: counters.messages_relayed + counters.drops[DataDropReason.LOSSY_CONGESTED]
+                     == 2 * count + 2 * 50)
+    assert sum(counters.drops) == counters.drops[DataDropReason.LOSSY_CONGESTED]  # only lossy copies drop
 
 
 async def test_to_and_the_senders_message_policy_decide_the_recipients(
