@@ -157,7 +157,10 @@ class RawStream:
                 data = b"".join((head, ext_head, stamp, padding, chunk))
             seq = (seq + 1) & 0xFFFF
             on_sent(data, now_ns)
-            sendto(protect(data), addr)
+            protected = protect(data)
+            if protected is None:
+                raise ConnectionError("SRTP protect failed")
+            sendto(protected, addr)
         self.seq = seq
         if vp8:
             self.picture_id = (pid + 1) & 0x7FFF

@@ -23,6 +23,8 @@
 - **Quiet receivers** (kernel path): each aiortc receiver's `_run_rtcp` loop (`silence_receivers`) and
   the connection's own consent checks (`Connection.query_consent` / `_query_consent_task`,
   `quiet_consent`).
+- **Fast consent answers** (kernel path, raw publishers): the ICE sockets' `datagram_received` answers
+  Binding requests itself (`answer_consent_fast`, `loadtest.stun_answer`).
 - The subscriber transport of a `client_sdk.Session`: `session._subscriber.pc` (`subscriber_dtls`), and
   the local ports of its ICE sockets, `protocol.transport` of each aioice protocol (`local_ports`).
 """
@@ -40,6 +42,8 @@ from aiortc.codecs import HEADER_EXTENSIONS
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
 from loadtest.stats import StreamStats
+from loadtest.stun_answer import BINDING_REQUEST, BindingAnswerer
+from sfu.media.bridge import fast_protect
 
 SEND_TIME_URI: Final = "http://www.webrtc.org/experiments/rtp-hdrext/video-timing"
 MID_URI: Final = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -145,17 +149,19 @@ class RawSendPath:
     mid: str
     mid_ext_id: int  # 0: not negotiated
     stamp_ext_id: int  # SEND_TIME_URI's id, 0: not negotiated
-    protect: Callable[[bytes], bytes]
+    protect: Callable[[bytes], bytes | None]  # None: libsrtp refused the packet
     sendto: Callable[[bytes, Any], None]
     remote_addr: Any
     is_closing: Callable[[], bool]  # the socket's transport: aioice closed it (consent lost, or close())
+    dtls: Any = None  # the aiortc RTCDtlsTransport (for `answer_consent_fast`)
 
 
 def raw_send_path(transceiver: Any) -> RawSendPath | None:
     """The send path of a negotiated, connected aiortc transceiver, or None if it is not connected yet.
 
     aiortc 1.16: `transceiver._codecs` (negotiated, primary first) and `._headerExtensions`; the sender's
-    `_ssrc`; `RTCDtlsTransport._tx_srtp` (a pylibsrtp `Session`, `protect(bytes) -> bytes`) and its ICE
+    `_ssrc`; `RTCDtlsTransport._tx_srtp` (a pylibsrtp `Session`, protected through `bridge.fast_protect`,
+    whose contract the server's tests hold) and its ICE
     connection's nominated pair for component 1 (`Connection._nominated[1]`: `.protocol.transport`, an
     asyncio datagram transport, and `.remote_addr`), as `RTCDtlsTransport._send_rtp` and
     `Connection.sendto` use them.
@@ -175,10 +181,11 @@ def raw_send_path(transceiver: Any) -> RawSendPath | None:
         mid=transceiver.mid or "",
         mid_ext_id=ext_ids.get(MID_URI, 0),
         stamp_ext_id=ext_ids.get(SEND_TIME_URI, 0),
-        protect=srtp.protect,
+        protect=fast_protect(srtp, rtcp=False),
         sendto=pair.protocol.transport.sendto,
         remote_addr=pair.remote_addr,
         is_closing=pair.protocol.transport.is_closing,
+        dtls=dtls,
     )
 
 
@@ -220,6 +227,44 @@ def quiet_consent(dtls: Any) -> None:
     task = connection._query_consent_task
     if task is not None and not task.done():
         task.cancel()
+
+
+def answer_consent_fast(dtls: Any) -> int:
+    """Consent checks reaching a connected DTLS transport's ICE sockets are answered by a
+    `BindingAnswerer` before aioice sees them; returns protocols hooked.
+
+    aioice 0.13: `Connection._protocols` (one `StunProtocol` per local socket, its `.transport` the
+    asyncio datagram transport), `local_username`, `local_password`, `ice_controlling`; the event loop
+    calls `protocol.datagram_received(data, addr)`, and an instance attribute wins. What the answerer
+    declines goes to aioice's own handler, and so does everything that is not a Binding request, and
+    every request until a pair is nominated (`Connection._nominated`): the one thing the answerer skips,
+    `Connection.check_incoming`, is how a controlled agent learns of the nomination, and does nothing
+    for a nominated pair. Safe to call as soon as the connection exists."""
+    connection = dtls.transport._connection
+    nominated = connection._nominated
+    answerer = BindingAnswerer(connection.local_username, connection.local_password,
+                               connection.ice_controlling)  # fmt: skip
+    answer = answerer.answer
+    hooked = 0
+    for protocol in connection._protocols:
+        transport = getattr(protocol, "transport", None)
+        if transport is None or getattr(protocol, "_loadtest_answers", False):
+            continue
+        original = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: Any, original: Any = original,
+                              sendto: Any = transport.sendto) -> None:  # fmt: skip
+            if data[:2] == BINDING_REQUEST and nominated:
+                response = answer(data, addr)
+                if response is not None:
+                    sendto(response, addr)
+                    return
+            original(data, addr)
+
+        protocol.datagram_received = datagram_received
+        protocol._loadtest_answers = True
+        hooked += 1
+    return hooked
 
 
 def subscriber_dtls(session: Any) -> Any:

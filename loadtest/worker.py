@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import os
 import random
 import time
@@ -47,6 +48,7 @@ from loadtest.taps import (
     CountedStream,
     RawSendPath,
     SocketTap,
+    answer_consent_fast,
     hook_send,
     install_send_time_extension,
     local_ports,
@@ -55,6 +57,7 @@ from loadtest.taps import (
     silence_receivers,
     subscriber_dtls,
 )
+from sfu import gc_tuning
 from sfu.metrics import process_rss_bytes
 
 CLOSE_TIMEOUT_S: Final = 10.0
@@ -259,6 +262,7 @@ class Worker:
         self.publishing: list[tuple[client_sdk.Session, list[str]]] = []
         self.raw = plan.publisher_path == "raw" and self.relay is None
         self.pacer = RawPacer(self.state.errors)
+        self.profiler: cProfile.Profile | None = None  # LOADTEST_PROFILE: enabled in the window only
         self.socket_path = plan.subscriber_path == "socket" and self.relay is None
         self.kernel_path = plan.subscriber_path == "kernel" and self.relay is None
         self.state.fingerprints = not (self.socket_path or self.kernel_path)
@@ -320,6 +324,7 @@ class Worker:
                 delay_s = random.random() * self.plan.media.keyframe_s  # the same for both feeds
                 for feed, clip in zip(feeds, clips_now, strict=True):
                     path = await self._send_path(feed.transceiver)
+                    answer_consent_fast(path.dtls)  # once per socket: both feeds share the transport
                     # a silent publisher's audio is a thinned copy of the clip (clips_of): its own packets
                     self.pacer.add(path, packetized.get(id(clip)) or packetize(clip), on_sent, delay_s)
                 return [FeedRef(f.feed_id, index, f.kind) for f in feeds]
@@ -372,6 +377,7 @@ class Worker:
                     self._sink_streams(session, feeds, raws)
                     silence_receivers(session)
                     quiet_consent(subscriber_dtls(session))
+                    answer_consent_fast(subscriber_dtls(session))
                     self.state.subscribers_connected += 1
                     return True
                 for ref, raw in zip(feeds, raws, strict=True):
@@ -481,7 +487,11 @@ class Worker:
         if phase == "begin":
             self.state.latency_ms = []
             self.state.measure_latency(True)
+            if self.profiler is not None:
+                self.profiler.enable()
         if phase == "end":
+            if self.profiler is not None:
+                self.profiler.disable()
             self.state.measure_latency(False)
         snap = self.state.snapshot(with_latency=phase == "end")
         self.conn.send(("snapshot", snap))
@@ -528,21 +538,21 @@ def worker_main(conn: Connection, plan: WorkerPlan) -> None:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     except ImportError:
         runner = asyncio.Runner()
-    profile_to = os.environ.get("LOADTEST_PROFILE")  # a diagnostic: cProfile (CPU time) of each worker
-    if not profile_to:
-        with runner:
-            runner.run(_main(conn, plan))
-        return
-    import cProfile
-
-    profiler = cProfile.Profile(time.process_time)
+    # A diagnostic: cProfile (CPU time) of each worker, over the measurement window only.
+    profile_to = os.environ.get("LOADTEST_PROFILE")
+    profiler = None
+    if profile_to:
+        profiler = cProfile.Profile(time.process_time)
+    gc_tuning.tune()  # as the server does: a full collection would stall every publisher's pacing
     with runner:
-        profiler.runcall(runner.run, _main(conn, plan))
-    profiler.dump_stats(f"{profile_to}.{plan.index}.{os.getpid()}")
+        runner.run(_main(conn, plan, profiler))
+    if profiler is not None:
+        profiler.dump_stats(f"{profile_to}.{plan.index}.{os.getpid()}")
 
 
-async def _main(conn: Connection, plan: WorkerPlan) -> None:
+async def _main(conn: Connection, plan: WorkerPlan, profiler: cProfile.Profile | None) -> None:
     worker = Worker(conn, plan)
+    worker.profiler = profiler
     try:
         await worker.serve()
     except Exception:

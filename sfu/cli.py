@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import jwt
 import orjson
 
-from sfu import __version__
+from sfu import __version__, gc_tuning
 from sfu.auth.identity import SOURCES, Grants
 from sfu.auth.tokens import MAX_LIFETIME_S, check_claims, create_token
 from sfu.config import Config, ConfigError, add_arguments, load
@@ -193,6 +193,7 @@ async def _serve(config: Config) -> None:
         config = replace(config, port=port)
         demo = await ensure_demo(server.store, config)
         _print_banner(demo.to_json(), config)
+        gc_tuning.tune()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from sfu import gc_tuning
 from sfu.media.counters import DropReason
 from sfu.media.datachannels import TOTALS as DATA_TOTALS
 from sfu.media.datachannels import DataDropReason
@@ -148,6 +149,7 @@ class Metrics:
 
     async def start(self) -> None:
         self.lag.start()
+        gc_tuning.PAUSES.install()
 
     async def close(self) -> None:
         await self.lag.close()
@@ -194,6 +196,7 @@ class Metrics:
             "total": self.lag.total_s,
         }
         out["process"] = {"cpu_seconds": time.process_time(), "rss_bytes": process_rss_bytes()}
+        out["gc"] = gc_tuning.PAUSES.snapshot()
         out["arrival_to_send"] = _arrival_to_send()
         granted = [t.udp_buffers for t in self.server.media.transports if t.udp_buffers[0]]
         out["udp_buffer_bytes"] = {  # what the kernel granted an ICE socket (Transport.udp_buffers)
@@ -337,6 +340,7 @@ class _Collector:
         yield CounterMetricFamily(
             "sfu_event_loop_lag_sum_seconds", "event loop wake-up delay, summed", value=lag["total"]
         )
+        yield from _gc_families(snap["gc"])
         yield _arrival_to_send_family(snap["arrival_to_send"])
         yield _by_kind(
             GaugeMetricFamily(
@@ -355,6 +359,23 @@ class _Collector:
         yield _gauge(
             "process_resident_memory_bytes", "resident memory of the server process", process["rss_bytes"]
         )
+
+
+def _gc_families(gc: dict[str, Any]) -> Iterator[Metric]:
+    """Stop-the-world garbage collections (`sfu.gc_tuning`): a long one stalls every stream of the process."""
+    collections = CounterMetricFamily(
+        "sfu_gc_collections", "garbage collections, by generation", labels=["generation"]
+    )
+    pauses = CounterMetricFamily(
+        "sfu_gc_pause_seconds", "time the garbage collector stopped the process, by generation",
+        labels=["generation"],
+    )
+    for generation, count in gc["collections"].items():
+        collections.add_metric([generation], count)
+        pauses.add_metric([generation], gc["pause_seconds"][generation])
+    yield collections
+    yield pauses
+    yield _gauge("sfu_gc_pause_max_seconds", "longest garbage-collection pause, 10 s", gc["max_pause_10s"])
 
 
 def _data_families(data: dict[str, Any]) -> Iterator[Metric]:

@@ -1,7 +1,7 @@
 """Sums of the workers' `/metrics` (Prometheus text) and `/v1/stats` (JSON) for the front.
 
-Counters, histograms and most gauges add up across workers; event-loop lag (the worst loop) and the UDP
-socket buffer size are maxima.
+Counters, histograms and most gauges add up across workers; event-loop lag and the longest GC pause (the
+worst loop) and the UDP socket buffer size are maxima.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ Labels = tuple[tuple[str, str], ...]
 
 def _is_max(name: str) -> bool:
     """Gauges that describe each worker, not an amount: the cluster's value is the worst/largest one."""
-    return "lag" in name or name.startswith("sfu_udp_socket_buffer")
+    return "lag" in name or name.startswith(("sfu_udp_socket_buffer", "sfu_gc_pause_max"))
 
 
 def merge_prometheus(texts: Sequence[str], extra: Iterable[str] = ()) -> bytes:
@@ -74,7 +74,8 @@ def _escape_label(text: str) -> str:
 
 
 def merge_stats(bodies: Sequence[Any]) -> Any:
-    """Adds numbers key by key through nested objects; `event_loop_lag_seconds` takes the maximum."""
+    """Adds numbers key by key through nested objects; `event_loop_lag_seconds` and `max_*` keys take the
+    maximum."""
     return _merge(list(bodies), maximum=False)
 
 
@@ -90,7 +91,7 @@ def _merge(values: list[Any], *, maximum: bool) -> Any:
         out: dict[str, Any] = {}
         for key in keys:
             present = [v[key] for v in values if isinstance(v, dict) and key in v]
-            out[key] = _merge(present, maximum=maximum or "lag" in key)
+            out[key] = _merge(present, maximum=maximum or "lag" in key or key.startswith("max_"))
         return out
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     return max(numbers) if maximum else sum(numbers)

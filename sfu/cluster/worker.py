@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sfu import gc_tuning
 from sfu.config import Config
 from sfu.server import SERVER_KEY, Server
 from sfu.store.base import Store
@@ -98,6 +99,7 @@ async def serve(config: Config, index: int) -> None:
         await site.start()
         port = int(runner.addresses[0][1])
         print(f"READY {port}", flush=True)
+        gc_tuning.tune()
         os.dup2(2, 1)  # nothing more on the pipe the front stopped reading
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -347,7 +347,7 @@ def hook_dtls(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> None:
     dtls._handle_rtcp_data = on_rtcp
 
 
-def _fast_protect(session: Any, rtcp: bool) -> Callable[[bytes | bytearray], bytes | None]:
+def fast_protect(session: Any, rtcp: bool) -> Callable[[bytes | bytearray], bytes | None]:
     """pylibsrtp's protect without its `bytes`-only check and per-call allocation (SRTP in place in
     the session's own 1500-byte cffi buffer); returns None on a libsrtp error."""
     cdata = session._cdata
@@ -485,8 +485,8 @@ class SrtpSink:
         pair = dtls.transport._connection._nominated.get(1)
         if dtls._tx_srtp is None or pair is None or pair.protocol.transport is None:
             return
-        self._protect = _fast_protect(dtls._tx_srtp, rtcp=False)
-        self._protect_rtcp = _fast_protect(dtls._tx_srtp, rtcp=True)
+        self._protect = fast_protect(dtls._tx_srtp, rtcp=False)
+        self._protect_rtcp = fast_protect(dtls._tx_srtp, rtcp=True)
         self._sendto = pair.protocol.transport.sendto
         self._addr = pair.remote_addr
         self.connected = True

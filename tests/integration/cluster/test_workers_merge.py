@@ -21,6 +21,7 @@ def exposition(packets: int, lag: float, participants: int) -> str:
             yield out
             yield GaugeMetricFamily("sfu_participants", "participants", value=participants)
             yield GaugeMetricFamily("sfu_event_loop_lag_seconds", "lag", value=lag)
+            yield GaugeMetricFamily("sfu_gc_pause_max_seconds", "longest GC pause", value=lag / 2)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())
@@ -36,12 +37,16 @@ def test_counters_and_gauges_add_up_and_lag_is_the_worst_worker() -> None:
     assert samples[("sfu_packets_out_total", (("kind", "audio"),))] == 130
     assert samples[("sfu_participants", ())] == 7
     assert samples[("sfu_event_loop_lag_seconds", ())] == 0.5
+    assert samples[("sfu_gc_pause_max_seconds", ())] == 0.25
     assert samples[("sfu_cluster_workers", ())] == 2
     assert "# TYPE sfu_packets_out_total counter" in merged
 
 
 def test_stats_add_numbers_through_nested_objects() -> None:
-    one = {"sessions": 1, "packets_out": {"video": 10}, "event_loop_lag_seconds": {"max_10s": 0.3}, "v": "x"}
-    two = {"sessions": 2, "packets_out": {"video": 5, "audio": 1}, "event_loop_lag_seconds": {"max_10s": 0.1}}
+    one = {"sessions": 1, "packets_out": {"video": 10}, "event_loop_lag_seconds": {"max_10s": 0.3}, "v": "x",
+           "gc": {"collections": {"2": 1}, "max_pause_10s": 0.4}}
+    two = {"sessions": 2, "packets_out": {"video": 5, "audio": 1}, "event_loop_lag_seconds": {"max_10s": 0.1},
+           "gc": {"collections": {"2": 2}, "max_pause_10s": 0.2}}
     assert merge_stats([one, two]) == {"sessions": 3, "packets_out": {"video": 15, "audio": 1},
-                                       "event_loop_lag_seconds": {"max_10s": 0.3}, "v": "x"}
+                                       "event_loop_lag_seconds": {"max_10s": 0.3}, "v": "x",
+                                       "gc": {"collections": {"2": 3}, "max_pause_10s": 0.4}}
