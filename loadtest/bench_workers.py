@@ -54,6 +54,7 @@ class Point:
     forwarded_pps: float  # the server's sfu_packets_out_total
     delivered_pps: float  # what the subscribers received
     loss_pct: float
+    client_loss_pct: float  # the load tool's own count: its publishers' packets x subscribers vs received
     server_cpu_pct: float
     process_cpu_pct: list[float]  # front first, then each worker
     us_per_packet: float  # server CPU (all processes) per forwarded packet
@@ -157,7 +158,7 @@ def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
             print(f"bench_workers: {workers} worker(s), {sessions} sessions: errors {r['errors'][:3]}, "
                   f"server drops {r.get('server_drops')}", file=sys.stderr)  # fmt: skip
     expected = sum(r["expected"] for r in reports)
-    loss = 100.0 * sum(r["lost"] for r in reports) / expected if expected else math.nan
+    loss = client_loss = 100.0 * sum(r["lost"] for r in reports) / expected if expected else math.nan
     offered = sum(r["sent_pps"] * r["subscribers"] for r in reports)  # subscribers per session
     delivered = sum(r["received_pps"] for r in reports)
     client_us = [(r["client_cpu_us_per_packet"] or math.nan, r["received_pps"]) for r in reports]
@@ -169,8 +170,9 @@ def run_point(args: argparse.Namespace, workers: int, sessions: int) -> Point:
         delivered = window.counted_pps
         loss = max(0.0, 100.0 * (1.0 - delivered / offered)) if offered else math.nan
     fwd = window.forwarded_pps
-    return Point(workers, sessions, streams, offered, fwd, delivered, loss, window.server_cpu_pct,
-                 window.process_cpu_pct, window.server_cpu_pct * 1e4 / fwd if fwd else math.nan,
+    return Point(workers, sessions, streams, offered, fwd, delivered, loss, client_loss,
+                 window.server_cpu_pct, window.process_cpu_pct,
+                 window.server_cpu_pct * 1e4 / fwd if fwd else math.nan,
                  client_us_per_packet, window.machine_cpu_pct, os.getloadavg()[0], window.rcvbuf_drops_pps,
                  len(procs) - len(reports))  # fmt: skip
 
@@ -252,13 +254,14 @@ def main(argv: list[str] | None = None) -> int:
             points.append(run_point(args, count, sessions))
     print(f"python -m loadtest.bench_workers {' '.join(sys.argv[1:] if argv is None else argv)}")
     print("| workers | sessions | streams | offered pkt/s | forwarded pkt/s | delivered pkt/s | loss % "
-          "| server CPU % (front, workers) | server us/fwd pkt | client us/recv pkt | machine CPU % "
-          "| load avg | rcvbuf drops/s | failed runs |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| client loss % | server CPU % (front, workers) | server us/fwd pkt | client us/recv pkt "
+          "| machine CPU % | load avg | rcvbuf drops/s | failed runs |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for pt in points:
         per = ", ".join(f"{c:.0f}" for c in pt.process_cpu_pct)
         print(f"| {pt.workers} | {pt.sessions} | {pt.streams} | {pt.offered_pps:.0f} "
               f"| {pt.forwarded_pps:.0f} | {pt.delivered_pps:.0f} | {pt.loss_pct:.3f} "
+              f"| {pt.client_loss_pct:.3f} "
               f"| {pt.server_cpu_pct:.0f} ({per}) "
               f"| {pt.us_per_packet:.1f} | {pt.client_us_per_packet:.1f} "
               f"| {pt.machine_cpu_pct:.0f} of {100 * (os.cpu_count() or 1)} | {pt.load_avg:.1f} "
