@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="SO_RCVBUF of the workers' ICE sockets, e.g. 2m (Linux caps it at net.core.rmem_max)",
     )
+    load.add_argument(
+        "--ping-interval",
+        type=float,
+        default=25.0,
+        metavar="S",
+        help="each session's signaling ping (default 25 s: the protocol's keepalive, not what this tool "
+        "measures; the SDK's default is 10 s; the server closes a socket silent for 30 s)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     out.add_argument("--out", type=Path, default=Path("loadtest-results"), help="directory for sweep files")
@@ -156,7 +164,8 @@ def _config(args: argparse.Namespace, url: str, key_id: str, secret: str) -> Loa
                       args.workers, media, udp_buffer_bytes=args.udp_buffer,
                       connect_muted=args.connect_muted,
                       subscriber_path=args.subscriber_path,
-                      publisher_path=args.publisher_path, sessions=args.sessions)  # fmt: skip
+                      publisher_path=args.publisher_path, sessions=args.sessions,
+                      ping_interval_s=args.ping_interval)  # fmt: skip
 
 
 def run_points(args: argparse.Namespace, overrides: dict[str, Any]) -> list[Report]:

@@ -50,6 +50,7 @@ class LoadConfig:
     subscriber_path: str = "socket"  # count at the UDP socket, "kernel" or "aiortc" (loadtest/worker.py)
     sessions: int = 1  # equal sessions of publishers x subscribers, spread over the same load workers
     publisher_path: str = "raw"  # pre-packetized RTP, or "aiortc" (loadtest/worker.py)
+    ping_interval_s: float = 25.0  # each session's signaling keepalive (the SDK's default: 10 s)
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -79,6 +80,7 @@ def plan_workers(config: LoadConfig, session: str) -> list[WorkerPlan]:
             connect_muted=config.connect_muted and config.target == "sfu",
             subscriber_path=config.subscriber_path,
             publisher_path=config.publisher_path,
+            ping_interval_s=config.ping_interval_s,
         )
         for w in range(count)
     ]

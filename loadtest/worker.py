@@ -116,6 +116,7 @@ class WorkerPlan:
     subscriber_path: str = "socket"  # or "kernel", "aiortc" (see the module docstring)
     publisher_path: str = "raw"  # or "aiortc" (see the module docstring)
     sessions: int = 1  # `session` itself, or `session-0` ... `session-{N-1}`
+    ping_interval_s: float = 25.0  # signaling keepalive (the server closes a socket silent for 30 s)
     per_session: tuple[int, int] = (0, 0)  # (publishers, subscribers) per session when sessions > 1
 
     def session_of(self, index: int, kind: int) -> str:
@@ -283,6 +284,7 @@ class Worker:
             reconnect=False,
             request_timeout_s=30.0,
             ice_hosts=ice_hosts,
+            ping_interval_s=self.plan.ping_interval_s,
         )
         self.sessions.append(session)
         await session.join()
