@@ -193,7 +193,8 @@ async def _serve(config: Config) -> None:
         config = replace(config, port=port)
         demo = await ensure_demo(server.store, config)
         _print_banner(demo.to_json(), config)
-        gc_tuning.tune()
+        if not config.default_gc:
+            gc_tuning.tune()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

@@ -48,6 +48,7 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For/-Proto are believed
     shutdown_timeout_s: float = 5.0
     workers: int = 0  # media worker processes (sfu/cluster); 0: one per core, 1: a single process
+    default_gc: bool = False  # keep CPython's GC thresholds instead of sfu/gc_tuning.py's
     # Many nodes (docs/scaling.md): shared store, node registry and session placement in Redis.
     redis_url: str | None = None
     node_url: str | None = None  # how other nodes and redirected clients reach this one (http(s)://host:port)
@@ -149,7 +150,7 @@ REPEATABLE = {
     "trusted_proxies": "--trusted-proxy",
 }
 ALIASES = {"public_ips": ("--nat-1to1",), "redis_url": ("--redis",)}
-FLAGS = frozenset({"redirect"})
+FLAGS = frozenset({"redirect", "default_gc"})
 """Boolean settings given as a bare `--flag` (env: SFU_<NAME>=true|false)."""
 
 # name -> (parser of one text value, help). The env variable is SFU_<NAME upper>.
@@ -184,6 +185,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "shutdown_timeout_s": (_positive_float, "seconds SIGTERM waits for sockets and recordings to finish"),
     "workers": (_positive_int, "media worker processes behind one front process (default: one per core; "
                 "1: everything in a single process)"),
+    "default_gc": (_bool, "keep CPython's garbage-collector settings (default: tuned for many peers, "
+                   "docs/scaling.md)"),
     "redis_url": (_redis_url, "Redis URL (redis://host:6379/0): keys, clients and session placement shared "
                   "by every node; without it one node keeps them in SQLite"),
     "node_url": (_http_url, "with --redis: this node's address for other nodes and redirected clients "

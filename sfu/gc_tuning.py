@@ -32,7 +32,8 @@ RECENT_S: Final = 10.0
 
 def tune() -> None:
     """Freezes what exists now and raises the young-generation threshold; call once the process has
-    started its application (imports and app objects are never garbage)."""
+    started its application (imports and app objects are never garbage). `sfu serve --default-gc`
+    skips it (to compare, or if a workload proves CPython's defaults better)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD)

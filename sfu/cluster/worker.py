@@ -99,7 +99,8 @@ async def serve(config: Config, index: int) -> None:
         await site.start()
         port = int(runner.addresses[0][1])
         print(f"READY {port}", flush=True)
-        gc_tuning.tune()
+        if not config.default_gc:
+            gc_tuning.tune()
         os.dup2(2, 1)  # nothing more on the pipe the front stopped reading
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -45,3 +45,15 @@ def test_pauses_are_counted_per_generation_and_the_longest_recent_one_is_kept() 
     assert snap["collections"] == {"0": 1, "1": 0, "2": 1}
     assert snap["max_pause_10s"] == max(pauses.pause_s)
     assert pauses.max_recent_s(now=pauses.recent[-1][0] + gc_tuning.RECENT_S + 1) == 0.0
+
+
+def test_default_gc_is_a_flag_and_an_environment_setting() -> None:
+    from sfu.cli import build_parser
+    from sfu.config import load
+
+    def config(*argv: str, env: dict[str, str] | None = None) -> bool:
+        return load(build_parser().parse_args(["serve", *argv]), env or {}).default_gc
+
+    assert config() is False
+    assert config("--default-gc") is True
+    assert config(env={"SFU_DEFAULT_GC": "true"}) is True
