@@ -24,7 +24,7 @@
   the connection's own consent checks (`Connection.query_consent` / `_query_consent_task`,
   `quiet_consent`).
 - **Fast consent answers** (kernel path, raw publishers): the ICE sockets' `datagram_received` answers
-  Binding requests itself (`answer_consent_fast`, `loadtest.stun_answer`).
+  Binding requests itself (`answer_consent_fast`, `sfu.media.consent`).
 - The subscriber transport of a `client_sdk.Session`: `session._subscriber.pc` (`subscriber_dtls`), and
   the local ports of its ICE sockets, `protocol.transport` of each aioice protocol (`local_ports`).
 """
@@ -42,8 +42,8 @@ from aiortc.codecs import HEADER_EXTENSIONS
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
 from loadtest.stats import StreamStats
-from loadtest.stun_answer import BINDING_REQUEST, BindingAnswerer
 from sfu.media.bridge import fast_protect
+from sfu.media.consent import BINDING_REQUEST, BindingAnswerer
 
 SEND_TIME_URI: Final = "http://www.webrtc.org/experiments/rtp-hdrext/video-timing"
 MID_URI: Final = "urn:ietf:params:rtp-hdrext:sdes:mid"

@@ -24,6 +24,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from sfu import gc_tuning
+from sfu.media.consent import TOTALS as CONSENT_TOTALS
 from sfu.media.counters import DropReason
 from sfu.media.datachannels import TOTALS as DATA_TOTALS
 from sfu.media.datachannels import DataDropReason
@@ -197,6 +198,7 @@ class Metrics:
         }
         out["process"] = {"cpu_seconds": time.process_time(), "rss_bytes": process_rss_bytes()}
         out["gc"] = gc_tuning.PAUSES.snapshot()
+        out["ice_consent_fast_answers"] = CONSENT_TOTALS.answered
         out["arrival_to_send"] = _arrival_to_send()
         granted = [t.udp_buffers for t in self.server.media.transports if t.udp_buffers[0]]
         out["udp_buffer_bytes"] = {  # what the kernel granted an ICE socket (Transport.udp_buffers)
@@ -341,6 +343,11 @@ class _Collector:
             "sfu_event_loop_lag_sum_seconds", "event loop wake-up delay, summed", value=lag["total"]
         )
         yield from _gc_families(snap["gc"])
+        yield CounterMetricFamily(
+            "sfu_ice_consent_fast_answers",
+            "peers' consent checks on a nominated pair answered without aioice (sfu/media/consent.py)",
+            value=snap["ice_consent_fast_answers"],
+        )
         yield _arrival_to_send_family(snap["arrival_to_send"])
         yield _by_kind(
             GaugeMetricFamily(

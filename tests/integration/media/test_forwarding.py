@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sfu.media import bridge
+from sfu.media.consent import TOTALS as CONSENT_TOTALS
 from sfu.media.engine import MediaEngine
 from tests.integration.media.peers import ClientPeer, PacketTrack, encode_opus, encode_vp8, wait_until
 
@@ -81,3 +82,26 @@ async def test_subscriber_losses_are_repaired_by_rtx_from_the_ring(
     rtx = [p for p in subscriber.received.rtp if p[1] == forwarder.rtx_ssrc]
     assert len(rtx) == forwarder.retransmissions
     assert sub.rtcp_packets_out > 0 and pub.rtcp_packets_out > 0
+
+
+async def test_consent_checks_on_the_nominated_pair_are_answered_by_the_fast_path(
+    engine: MediaEngine, new_client: Callable[[], ClientPeer]
+) -> None:
+    """The clients' aioice checks consent every ~5 s (RFC 7675); the server answers those on the
+    nominated pair itself (sfu/media/consent.py, byte-identical to aioice: tests/unit/media/test_consent.py)
+    and the session carries on."""
+    video = PacketTrack("video", encode_vp8(VIDEO_FRAMES))
+    publisher = new_client()
+    pub = engine.create_publisher()
+    tracks = await publisher.publish(pub, [video])
+    subscriber = new_client()
+    sub = engine.create_subscriber()
+    sub.add(tracks[0].receiver, tag="feed")
+    await subscriber.answer(sub)
+    await wait_until(lambda: sub.sink.connected and pub.sink.connected)
+    video.go.set()
+    before = CONSENT_TOTALS.answered
+    await wait_until(lambda: CONSENT_TOTALS.answered >= before + 2, within_s=20)  # one per peer, ~5 s
+    frames = subscriber.received.frames["video"]
+    await wait_until(lambda: subscriber.received.frames["video"] >= frames + 10)
+    assert pub.sink.connected and sub.sink.connected

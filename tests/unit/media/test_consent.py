@@ -1,4 +1,5 @@
-"""The load tool's consent answers are what aioice would send, and the hook that installs them leaves
+"""Fast consent answers (sfu/media/consent.py) are what aioice would send, and the hooks that install
+them (the server's `bridge.bypass_ice_queue`, the load tool's `taps.answer_consent_fast`) leave
 everything else to aioice (aioice 0.13.0)."""
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ import aioice.ice
 import pytest
 from aioice import stun
 
-from loadtest.stun_answer import BindingAnswerer
 from loadtest.taps import answer_consent_fast
+from sfu.media.consent import BindingAnswerer
 
 ADDR = ("127.0.0.7", 50123)
 
@@ -63,7 +64,7 @@ def test_the_answer_is_byte_for_byte_what_aioice_sends() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    ["password", "username", "role", "ipv6", "truncated", "indication", "not-stun"],
+    ["password", "username", "role", "nomination", "ipv6", "truncated", "indication", "not-stun"],
 )
 def test_what_it_cannot_answer_is_left_to_aioice(change: str) -> None:
     connection = aioice.ice.Connection(ice_controlling=False)
@@ -76,6 +77,12 @@ def test_what_it_cannot_answer_is_left_to_aioice(change: str) -> None:
         data = request(connection, username="someone:server")
     elif change == "role":  # a role conflict: we are controlled too
         data = request(connection, role="ICE-CONTROLLED")
+    elif change == "nomination":
+        message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        message.attributes["USERNAME"] = f"{connection.local_username}:server"
+        message.attributes["USE-CANDIDATE"] = None
+        message.add_message_integrity(connection.local_password.encode())
+        data = bytes(message)
     elif change == "ipv6":
         addr = ("::1", 50123, 0, 0)
     elif change == "truncated":
@@ -128,3 +135,37 @@ def test_aioice_keeps_what_the_hook_reads() -> None:
     names = vars(connection)
     assert names["_protocols"] == [] and names["_nominated"] == {} and "ice_controlling" in dir(connection)
     assert isinstance(connection.local_username, str) and isinstance(connection.local_password, str)
+
+
+class FakeSrtp:
+    @staticmethod
+    def unprotect(data: bytes) -> bytes:
+        return data
+
+    unprotect_rtcp = unprotect
+
+
+def test_the_server_answers_consent_on_the_nominated_pair_only() -> None:
+    from sfu.media import bridge
+    from sfu.media.consent import TOTALS
+
+    connection = aioice.ice.Connection(ice_controlling=True)
+    protocol = FakeProtocol()
+    connection._protocols.append(protocol)  # type: ignore[arg-type]
+    dtls = FakeDtls(connection)
+    dtls._rx_srtp = FakeSrtp()  # type: ignore[attr-defined]
+    rtp: list[bytes] = []
+    assert bridge.bypass_ice_queue(dtls, rtp.append, rtp.append) == 1
+    check = request(connection, role="ICE-CONTROLLED")  # the client is the controlled agent here
+    protocol.datagram_received(check, ADDR)  # nothing nominated yet
+    assert protocol.passed == [check] and protocol.transport.sent == []
+    connection._nominated[1] = type("Pair", (), {"protocol": protocol, "remote_addr": ADDR})()  # type: ignore[assignment]
+    before = TOTALS.answered
+    protocol.datagram_received(check, ADDR)
+    assert protocol.transport.sent == [(aioice_answer(connection, check, ADDR), ADDR)]
+    assert TOTALS.answered == before + 1
+    elsewhere = ("127.0.0.8", 50123)
+    protocol.datagram_received(check, elsewhere)  # another address: aioice decides (a new pair?)
+    media = b"\x80\x60" + bytes(30)
+    protocol.datagram_received(media, ADDR)
+    assert protocol.passed == [check, check] and rtp == [media] and len(protocol.transport.sent) == 1
