@@ -155,11 +155,16 @@ def test_the_server_answers_consent_on_the_nominated_pair_only() -> None:
     dtls = FakeDtls(connection)
     dtls._rx_srtp = FakeSrtp()  # type: ignore[attr-defined]
     rtp: list[bytes] = []
-    assert bridge.bypass_ice_queue(dtls, rtp.append, rtp.append) == 1
+
+    def on_packet(data: bytes) -> Any:
+        rtp.append(data)
+        return bridge.DONE
+
+    assert bridge.bypass_ice_queue(dtls, on_packet, on_packet) == 1
     check = request(connection, role="ICE-CONTROLLED")  # the client is the controlled agent here
     protocol.datagram_received(check, ADDR)  # nothing nominated yet
     assert protocol.passed == [check] and protocol.transport.sent == []
-    connection._nominated[1] = type("Pair", (), {"protocol": protocol, "remote_addr": ADDR})()  # type: ignore[assignment]
+    connection._nominated[1] = type("Pair", (), {"protocol": protocol, "remote_addr": ADDR})()
     before = TOTALS.answered
     protocol.datagram_received(check, ADDR)
     assert protocol.transport.sent == [(aioice_answer(connection, check, ADDR), ADDR)]
