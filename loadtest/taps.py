@@ -24,7 +24,7 @@
   the connection's own consent checks (`Connection.query_consent` / `_query_consent_task`,
   `quiet_consent`).
 - **Fast consent answers** (kernel path, raw publishers): the ICE sockets' `datagram_received` answers
-  Binding requests itself (`answer_consent_fast`, `sfu.media.consent`).
+  Binding requests on the nominated pair itself (`answer_consent_fast`, `bridge.consent_responder`).
 - The subscriber transport of a `client_sdk.Session`: `session._subscriber.pc` (`subscriber_dtls`), and
   the local ports of its ICE sockets, `protocol.transport` of each aioice protocol (`local_ports`).
 """
@@ -42,8 +42,8 @@ from aiortc.codecs import HEADER_EXTENSIONS
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
 from loadtest.stats import StreamStats
-from sfu.media.bridge import fast_protect
-from sfu.media.consent import BINDING_REQUEST, BindingAnswerer
+from sfu.media.bridge import consent_responder, fast_protect
+from sfu.media.consent import BINDING_REQUEST
 
 SEND_TIME_URI: Final = "http://www.webrtc.org/experiments/rtp-hdrext/video-timing"
 MID_URI: Final = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -230,35 +230,23 @@ def quiet_consent(dtls: Any) -> None:
 
 
 def answer_consent_fast(dtls: Any) -> int:
-    """Consent checks reaching a connected DTLS transport's ICE sockets are answered by a
-    `BindingAnswerer` before aioice sees them; returns protocols hooked.
-
-    aioice 0.13: `Connection._protocols` (one `StunProtocol` per local socket, its `.transport` the
-    asyncio datagram transport), `local_username`, `local_password`, `ice_controlling`; the event loop
-    calls `protocol.datagram_received(data, addr)`, and an instance attribute wins. What the answerer
-    declines goes to aioice's own handler, and so does everything that is not a Binding request, and
-    every request until a pair is nominated (`Connection._nominated`): the one thing the answerer skips,
-    `Connection.check_incoming`, is how a controlled agent learns of the nomination, and does nothing
-    for a nominated pair. Safe to call as soon as the connection exists."""
+    """The server's consent checks reaching a DTLS transport's ICE sockets are answered by
+    `bridge.consent_responder` (on the nominated pair, as the server answers its peers) before aioice
+    sees them; returns protocols hooked. Safe to call before ICE completes: until a pair is nominated
+    every request goes to aioice. aioice 0.13: `Connection._protocols`, and the event loop calls
+    `protocol.datagram_received(data, addr)` (an instance attribute wins)."""
     connection = dtls.transport._connection
-    nominated = connection._nominated
-    answerer = BindingAnswerer(connection.local_username, connection.local_password,
-                               connection.ice_controlling)  # fmt: skip
-    answer = answerer.answer
+    respond = consent_responder(connection)
     hooked = 0
     for protocol in connection._protocols:
-        transport = getattr(protocol, "transport", None)
-        if transport is None or getattr(protocol, "_loadtest_answers", False):
+        if getattr(protocol, "_loadtest_answers", False):
             continue
         original = protocol.datagram_received
 
         def datagram_received(data: bytes, addr: Any, original: Any = original,
-                              sendto: Any = transport.sendto) -> None:  # fmt: skip
-            if data[:2] == BINDING_REQUEST and nominated:
-                response = answer(data, addr)
-                if response is not None:
-                    sendto(response, addr)
-                    return
+                              protocol: Any = protocol) -> None:  # fmt: skip
+            if data[:2] == BINDING_REQUEST and respond(data, addr, protocol):
+                return
             original(data, addr)
 
         protocol.datagram_received = datagram_received

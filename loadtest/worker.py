@@ -252,7 +252,7 @@ async def read_feed(state: WorkerState, raw: client_sdk.RawFeed | RelayFeed, ref
 class Worker:
     """Owns every session and reader task of the process; `close()` releases them all."""
 
-    def __init__(self, conn: Connection, plan: WorkerPlan) -> None:
+    def __init__(self, conn: Connection, plan: WorkerPlan, profiler: cProfile.Profile | None = None) -> None:
         self.conn = conn
         self.plan = plan
         self.state = WorkerState(plan.index)
@@ -263,7 +263,7 @@ class Worker:
         self.publishing: list[tuple[client_sdk.Session, list[str]]] = []
         self.raw = plan.publisher_path == "raw" and self.relay is None
         self.pacer = RawPacer(self.state.errors)
-        self.profiler: cProfile.Profile | None = None  # LOADTEST_PROFILE: enabled in the window only
+        self.profiler = profiler  # LOADTEST_PROFILE: enabled in the measurement window only
         self.socket_path = plan.subscriber_path == "socket" and self.relay is None
         self.kernel_path = plan.subscriber_path == "kernel" and self.relay is None
         self.state.fingerprints = not (self.socket_path or self.kernel_path)
@@ -553,8 +553,7 @@ def worker_main(conn: Connection, plan: WorkerPlan) -> None:
 
 
 async def _main(conn: Connection, plan: WorkerPlan, profiler: cProfile.Profile | None) -> None:
-    worker = Worker(conn, plan)
-    worker.profiler = profiler
+    worker = Worker(conn, plan, profiler)
     try:
         await worker.serve()
     except Exception:

@@ -374,17 +374,44 @@ def fast_protect(session: Any, rtcp: bool) -> Callable[[bytes | bytearray], byte
     return protect
 
 
+def consent_responder(connection: aioice.ice.Connection) -> Callable[[bytes, Any, Any], bool]:
+    """`respond(data, addr, protocol)`: answers a consent check that came on `connection`'s nominated
+    pair (that socket, that remote address) with `consent.BindingAnswerer` (the bytes aioice would send,
+    a tenth of the Python) and returns True; False leaves the datagram to aioice: nothing nominated yet,
+    another socket or address, a nomination (USE-CANDIDATE), a role conflict, anything unusual. What
+    is skipped for the answered ones, aioice's `check_incoming`, does nothing more for a nominated pair
+    (before nomination it is how a controlled agent learns of it, hence the condition).
+
+    aioice 0.13: `Connection._nominated[1]` (`.protocol`, `.remote_addr`), `local_username`,
+    `local_password`, `ice_controlling`; `StunProtocol.transport`."""
+    nominated = connection._nominated
+    answer = BindingAnswerer(connection.local_username, connection.local_password,
+                             connection.ice_controlling).answer  # fmt: skip
+    totals = CONSENT_TOTALS
+
+    def respond(data: bytes, addr: Any, protocol: Any) -> bool:
+        pair = nominated.get(1)
+        transport = protocol.transport
+        if pair is None or pair.protocol is not protocol or addr != pair.remote_addr or transport is None:
+            return False
+        response = answer(data, addr)
+        if response is None:
+            return False
+        transport.sendto(response, addr)
+        totals.answered += 1
+        return True
+
+    return respond
+
+
 def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> int:
     """SRTP/SRTCP datagrams go straight from the socket callback to our hooks; returns protocols hooked.
 
     aioice otherwise tries a STUN parse (an exception per RTP packet), queues the datagram and wakes
     aiortc's DTLS reader task, which unprotects it: per datagram that is a queue round trip and a task
     switch. DTLS datagrams and STUN (RFC 7983 demultiplexing by the first byte) still take aioice's
-    path, except the peer's consent checks on the nominated pair, which `consent.BindingAnswerer`
-    answers (the same bytes as aioice, a tenth of the Python): a nomination (USE-CANDIDATE), another
-    address or anything unusual still goes to aioice, whose `check_incoming` does nothing more for a
-    nominated pair. Call once DTLS is connected (the SRTP session exists, ICE has nominated); protocols
-    are fixed by then.
+    path, except the peer's consent checks on the nominated pair (`consent_responder`). Call once DTLS
+    is connected (the SRTP session exists, ICE has nominated); protocols are fixed by then.
     """
     srtp = dtls._rx_srtp
     if srtp is None:
@@ -392,10 +419,7 @@ def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> int:
     unprotect = srtp.unprotect
     unprotect_rtcp = srtp.unprotect_rtcp
     connection = dtls.transport._connection
-    nominated = connection._nominated
-    answer = BindingAnswerer(connection.local_username, connection.local_password,
-                             connection.ice_controlling).answer  # fmt: skip
-    totals = CONSENT_TOTALS
+    respond = consent_responder(connection)
     hooked = 0
     for protocol in connection._protocols:
         if getattr(protocol, "_sfu_bypass", False):
@@ -414,15 +438,8 @@ def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> int:
                 except pylibsrtp.Error:
                     pass  # replay or authentication failure: what aiortc does too (drops it)
                 return
-            if first == 0 and data[:2] == BINDING_REQUEST:
-                pair = nominated.get(1)
-                transport = protocol.transport
-                if pair is not None and pair.protocol is protocol and addr == pair.remote_addr and transport:
-                    response = answer(data, addr)
-                    if response is not None:
-                        transport.sendto(response, addr)
-                        totals.answered += 1
-                        return
+            if first == 0 and data[:2] == BINDING_REQUEST and respond(data, addr, protocol):
+                return
             original(data, addr)
 
         protocol.datagram_received = datagram_received

@@ -9,7 +9,7 @@ reply with XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY and FINGERPRINT, byte for byte 
 (`tests/unit/media/test_consent.py`). What it does not handle returns None and is left to aioice: other
 methods, USE-CANDIDATE (a nomination), a role conflict, IPv6, a malformed or unauthenticated request.
 The server (`bridge.bypass_ice_queue`) and the load tool (`loadtest.taps.answer_consent_fast`) use it
-on a nominated pair only.
+through `bridge.consent_responder`, on the nominated pair only.
 """
 
 from __future__ import annotations

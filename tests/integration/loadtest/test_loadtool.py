@@ -109,9 +109,10 @@ async def test_metrics_parse_and_count_forwarded_packets_after_a_short_publish_a
         assert after["sfu_bytes_out_total{kind=video}"] > after["sfu_packets_out_total{kind=video}"] * 12
         assert after["sfu_packets_in_total{kind=video}"] >= after["sfu_packets_out_total{kind=video}"]
         assert after["sfu_event_loop_lag_max_seconds{}"] >= 0
-        assert after["sfu_gc_pause_max_seconds{}"] >= 0
-        assert sum(after[f"sfu_gc_collections_total{{generation={g}}}"] for g in range(3)) >= 0
-        assert all(after[f"sfu_gc_pause_seconds_total{{generation={g}}}"] >= 0 for g in range(3))
+        # this test process keeps CPython's thresholds: two peers connecting run young collections
+        assert after["sfu_gc_collections_total{generation=0}"] > 0
+        assert after["sfu_gc_pause_seconds_total{generation=0}"] > 0
+        assert after["sfu_gc_pause_max_seconds{}"] >= 0 and "sfu_gc_collections_total{generation=2}" in after
         assert after["sfu_udp_socket_buffer_bytes{direction=receive}"] > 256 * 1024  # above aioice's own
         assert after["sfu_udp_socket_buffer_bytes{direction=send}"] > 0
         histogram = "sfu_arrival_to_send_seconds"

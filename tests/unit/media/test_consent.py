@@ -118,7 +118,7 @@ def test_the_hook_answers_consent_checks_and_passes_everything_else_on() -> None
     protocol.datagram_received(early, ADDR)  # no pair nominated yet: aioice's (check_incoming nominates)
     assert protocol.passed == [early] and protocol.transport.sent == []
     protocol.passed.clear()
-    connection._nominated[1] = object()  # type: ignore[assignment]
+    connection._nominated[1] = type("Pair", (), {"protocol": protocol, "remote_addr": ADDR})()
     check = request(connection)
     protocol.datagram_received(check, ADDR)  # the instance attribute the event loop calls
     assert protocol.passed == []
