@@ -154,6 +154,7 @@ class RawSendPath:
     remote_addr: Any
     is_closing: Callable[[], bool]  # the socket's transport: aioice closed it (consent lost, or close())
     dtls: Any = None  # the aiortc RTCDtlsTransport (for `answer_consent_fast`)
+    fileno: int = -1  # the ICE socket's descriptor (whole frames in one `sendmsg`), -1: unknown
 
 
 def raw_send_path(transceiver: Any) -> RawSendPath | None:
@@ -186,7 +187,16 @@ def raw_send_path(transceiver: Any) -> RawSendPath | None:
         remote_addr=pair.remote_addr,
         is_closing=pair.protocol.transport.is_closing,
         dtls=dtls,
+        fileno=_fileno(pair.protocol.transport),
     )
+
+
+def _fileno(transport: Any) -> int:
+    sock = transport.get_extra_info("socket")
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (OSError, ValueError):
+        return -1
 
 
 def silence_receivers(session: Any) -> int:

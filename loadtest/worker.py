@@ -215,6 +215,20 @@ def publisher_counter(state: WorkerState, publisher: int) -> Callable[[bytes, in
     return on_packet
 
 
+def frame_counter(state: WorkerState) -> Callable[[int, int], None]:
+    """Counts a raw publisher's packets a frame at a time (no per-packet fingerprints needed)."""
+
+    def on_frame(packets: int, octets: int) -> None:
+        state.pub_packets += packets
+        state.pub_octets += octets
+
+    return on_frame
+
+
+def _uncounted(packets: int, octets: int) -> None:
+    """A raw publisher's frame whose packets `publisher_counter` already counted one by one."""
+
+
 def hook_publisher(state: WorkerState, publisher: int, transport: Any) -> bool:
     """Counts and stamps every RTP packet the publisher's DTLS transport sends (`taps.hook_send`); False
     if aiortc moved `_send_rtp`."""
@@ -267,7 +281,7 @@ class Worker:
         self.socket_path = plan.subscriber_path == "socket" and self.relay is None
         self.kernel_path = plan.subscriber_path == "kernel" and self.relay is None
         self.state.fingerprints = not (self.socket_path or self.kernel_path)
-        if plan.target == "sfu":
+        if plan.target == "sfu" and not self.kernel_path:  # nftables reads no stamp: 12 bytes less a packet
             install_send_time_extension()
 
     def token(self, uid: str, grants: dict[str, Any], session: str) -> str:
@@ -322,13 +336,19 @@ class Worker:
                         await session.mute(feed.feed_id, True)
                 self.publishing.append((session, [f.feed_id for f in feeds]))
             if self.raw:
-                on_sent = publisher_counter(self.state, index)
+                on_sent = publisher_counter(self.state, index) if self.state.fingerprints else None
+                on_frame = frame_counter(self.state) if on_sent is None else _uncounted
                 delay_s = random.random() * self.plan.media.keyframe_s  # the same for both feeds
                 for feed, clip in zip(feeds, clips_now, strict=True):
                     path = await self._send_path(feed.transceiver)
                     answer_consent_fast(path.dtls)  # once per socket: both feeds share the transport
+                    # aioice fails a check answered after 0.5 s and closes after 6 in a row, far stricter
+                    # than a browser (RFC 7675: 30 s without an answer); while hundreds of peers shake
+                    # hands that closed publishers' transports, so their own checks are off
+                    quiet_consent(path.dtls)
                     # a silent publisher's audio is a thinned copy of the clip (clips_of): its own packets
-                    self.pacer.add(path, packetized.get(id(clip)) or packetize(clip), on_sent, delay_s)
+                    clip_packets = packetized.get(id(clip)) or packetize(clip)
+                    self.pacer.add(path, clip_packets, on_frame, delay_s, on_sent)
                 return [FeedRef(f.feed_id, index, f.kind) for f in feeds]
             transceiver = feeds[0].transceiver
             if transceiver is None or not hook_publisher(self.state, index, transceiver.sender.transport):

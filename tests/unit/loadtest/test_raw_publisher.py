@@ -4,6 +4,7 @@ continuous sequence numbers, timestamps and picture ids across loops), plus the 
 from __future__ import annotations
 
 import itertools
+import socket
 from fractions import Fraction
 from typing import Any
 
@@ -27,7 +28,8 @@ def _stream(clip: EncodedClip, sent: list[bytes]) -> RawStream:
                        stamp_ext_id=8, protect=lambda data: data,
                        sendto=lambda data, addr: sent.append(data), remote_addr=None,
                        is_closing=lambda: False)  # fmt: skip
-    return RawStream(path, packetize(clip), start_s=100.0, on_sent=lambda data, now_ns: None)
+    return RawStream(path, packetize(clip), start_s=100.0, on_frame=lambda packets, octets: None,
+                     on_sent=lambda data, now_ns: None)  # fmt: skip
 
 
 def _parse(data: bytes) -> Any:
@@ -116,3 +118,53 @@ async def test_the_pacer_drops_a_stream_whose_transport_closed_and_reports_it() 
         assert errors and "closed" in errors[0]
     finally:
         await pacer.close()
+
+
+def _udp_pair() -> tuple[socket.socket, socket.socket]:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(2.0)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    return rx, tx
+
+
+def test_a_frame_sent_in_one_segmented_sendmsg_arrives_as_the_same_datagrams_and_is_counted() -> None:
+    rx, tx = _udp_pair()
+    singles: list[bytes] = []
+    counted: list[tuple[int, int]] = []
+    path = RawSendPath(ssrc=0x1234, payload_type=97, mime_type="video/vp8", mid="1", mid_ext_id=3,
+                       stamp_ext_id=0, protect=lambda data: data + b"T" * 10,
+                       sendto=lambda data, addr: singles.append(data), remote_addr=rx.getsockname(),
+                       is_closing=lambda: False, fileno=tx.fileno())  # fmt: skip
+    stream = RawStream(path, packetize(_vp8_clip()), 100.0, lambda n, o: counted.append((n, o)))
+    try:
+        stream.send_due(100.0)  # the first frame: three packets, one sendmsg
+        assert stream.batch is not None and singles == []  # not the per-packet path
+        got = [rx.recv(65536) for _ in range(3)]
+        assert [len(d) for d in got[:2]] == [len(got[0])] * 2 and len(got[2]) < len(got[0])
+        packets = [_parse(d[:-10]) for d in got]
+        assert [p.marker for p in packets] == [0, 0, 1]
+        assert b"".join(p.payload[4:] for p in packets) == _vp8_clip().frames[0].data
+        assert all(d.endswith(b"T" * 10) for d in got)  # each one protected on its own
+        assert counted == [(3, sum(len(d) - 10 for d in got))]
+        assert all(d[0] == 0x90 and d[12:14] == b"\xbe\xde" for d in got)  # mid only: no stamp
+        stream.send_due(100.0 + 3000 / 90000)  # one packet: a plain sendto
+        assert len(singles) == 1 and counted[-1][0] == 1
+    finally:
+        stream.close()
+        rx.close()
+        tx.close()
+
+
+def test_without_extensions_a_packet_has_no_extension_block() -> None:
+    sent: list[bytes] = []
+    path = RawSendPath(ssrc=1, payload_type=111, mime_type="audio/opus", mid="", mid_ext_id=0,
+                       stamp_ext_id=0, protect=lambda data: data,
+                       sendto=lambda data, addr: sent.append(data), remote_addr=None,
+                       is_closing=lambda: False)  # fmt: skip
+    frames = (EncodedFrame(b"opus" * 20, 0, True),)
+    stream = RawStream(path, packetize(EncodedClip("opus", Fraction(1, 48000), frames, 960)), 100.0,
+                       lambda n, o: None)  # fmt: skip
+    stream.send_due(100.0)
+    assert len(sent) == 1 and sent[0][0] == 0x80 and _parse(sent[0]).payload == b"opus" * 20
