@@ -145,6 +145,11 @@ class RawStream:
         self.overhead = 12 + len(self.ext_head) + (8 if self.stamped else 0) + len(self.padding)
         self.overhead += 4 if self.vp8 else 0  # the payload descriptor
         self.batch = _batch_socket(path.fileno)
+        self.clock = CLOCK_RATES[clip.codec]
+        self.packets_sent = 0  # RFC 3550 sender info: packets and payload octets so far
+        self.payload_octets = 0
+        self.next_report_s = start_s + 0.5 + random.random()
+        self.sdes = _sdes(path.ssrc, path.cname) if path.cname else b""
 
     def close(self) -> None:
         if self.batch is not None:
@@ -155,6 +160,8 @@ class RawStream:
         """Sends every frame whose time has come; ConnectionError once the transport is closed."""
         if self.path.is_closing():
             raise ConnectionError("the publisher's ICE transport is closed")
+        if now_s >= self.next_report_s:
+            self._send_report(now_s)
         frames = self.clip.frames
         count = len(frames)
         while True:
@@ -203,7 +210,28 @@ class RawStream:
             packets.append(protected)
         self.seq = seq
         if self._write(packets):
-            self.on_frame(last + 1, (last + 1) * self.overhead + frame.payload_bytes)
+            count = last + 1
+            self.on_frame(count, count * self.overhead + frame.payload_bytes)
+            self.packets_sent += count
+            self.payload_octets += frame.payload_bytes + (4 * count if self.vp8 else 0)
+
+    def _send_report(self, now_s: float) -> None:
+        """An RTCP sender report (+ SDES CNAME), as every RTP sender sends about once a second (RFC 3550
+        section 6.4.1): the wall clock now, the stream's RTP time for the same instant, its counts."""
+        self.next_report_s = now_s + 0.5 + random.random()  # aiortc's interval: 0.5-1.5 s
+        protect_rtcp = self.path.protect_rtcp
+        if protect_rtcp is None:
+            return
+        pass_start_s = self.start_s + self.passes * self.clip.duration_s
+        elapsed_rtp = round((now_s - pass_start_s) * self.clock)
+        rtp_now = self.ts_origin + self.passes * self.clip.duration_rtp + elapsed_rtp
+        ntp = int((time.time() + _NTP_EPOCH_S) * 4294967296.0)
+        report = _SR.pack(0x80, 200, 6, self.path.ssrc, (ntp >> 32) & 0xFFFFFFFF, ntp & 0xFFFFFFFF,
+                          rtp_now & 0xFFFFFFFF, self.packets_sent & 0xFFFFFFFF,
+                          self.payload_octets & 0xFFFFFFFF)  # fmt: skip
+        protected = protect_rtcp(report + self.sdes)
+        if protected is not None:
+            self.path.sendto(protected, self.path.remote_addr)
 
     def _write(self, packets: list[bytes]) -> bool:
         """One `sendmsg` with UDP_SEGMENT for a frame of several packets, else a `sendto` each; False
@@ -236,6 +264,18 @@ _GSO_MAX_SEGMENTS: Final = 64  # UDP_MAX_SEGMENTS (a key frame of this clip is ~
 _GSO_MAX_BYTES: Final = 65000  # one UDP datagram's worth before segmentation
 _GSO_REFUSED: Final = frozenset((errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EIO))
 _U16N: Final = struct.Struct("=H")  # the option value is a native u16
+
+
+_SR: Final = struct.Struct("!BBHIIIIII")  # V=2 RC=0, PT 200, length 6, SSRC, NTP, RTP time, counts
+_NTP_EPOCH_S: Final = 2208988800  # 1900-01-01 to 1970-01-01
+
+
+def _sdes(ssrc: int, cname: str) -> bytes:
+    """An RTCP SDES packet with one chunk: CNAME (RFC 3550 section 6.5), zero-padded to 32 bits."""
+    text = cname.encode()[:255]
+    chunk = struct.pack("!IBB", ssrc, 1, len(text)) + text
+    chunk += b"\x00" * (4 - len(chunk) % 4)  # the END item, then padding
+    return struct.pack("!BBH", 0x81, 202, len(chunk) // 4) + chunk
 
 
 def _batch_socket(fileno: int) -> socket.socket | None:

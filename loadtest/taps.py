@@ -20,6 +20,8 @@
 - **Raw send path** (`--publisher-path raw`): a negotiated transceiver's SSRC, payload type, mid
   extension id, SRTP session and nominated ICE pair (`raw_send_path`), so `loadtest.raw_publisher` can
   send pre-packetized RTP without aiortc's per-packet objects.
+- **Raw publishers' RTCP**: the sender's RTCP CNAME (`RTCRtpSender.__cname`) for the raw stream's own
+  sender reports, and aiortc's sender RTCP loop stopped (`silence_sender_rtcp`).
 - **Quiet receivers** (kernel path): each aiortc receiver's `_run_rtcp` loop (`silence_receivers`) and
   the connection's own consent checks (`Connection.query_consent` / `_query_consent_task`,
   `quiet_consent`).
@@ -155,6 +157,8 @@ class RawSendPath:
     is_closing: Callable[[], bool]  # the socket's transport: aioice closed it (consent lost, or close())
     dtls: Any = None  # the aiortc RTCDtlsTransport (for `answer_consent_fast`)
     fileno: int = -1  # the ICE socket's descriptor (whole frames in one `sendmsg`), -1: unknown
+    protect_rtcp: Callable[[bytes], bytes | None] | None = None  # SRTCP, for the stream's sender reports
+    cname: str = ""  # the sender's RTCP CNAME (SDES), as negotiated
 
 
 def raw_send_path(transceiver: Any) -> RawSendPath | None:
@@ -188,6 +192,8 @@ def raw_send_path(transceiver: Any) -> RawSendPath | None:
         is_closing=pair.protocol.transport.is_closing,
         dtls=dtls,
         fileno=_fileno(pair.protocol.transport),
+        protect_rtcp=fast_protect(srtp, rtcp=True),
+        cname=getattr(sender, "_RTCRtpSender__cname", None) or "",
     )
 
 
@@ -218,6 +224,33 @@ def silence_receivers(session: Any) -> int:
 
         receiver._run_rtcp = quiet
     return len(receivers)
+
+
+def silence_sender_rtcp(sender: Any) -> None:
+    """Stops aiortc's RTCP loop of a raw publisher's sender; the raw stream sends its sender reports.
+
+    aiortc 1.16's `RTCRtpSender.send()` starts `self.__rtcp_task = asyncio.ensure_future(self._run_rtcp())`,
+    a loop that wakes every 0.5-1.5 s to send an SR + SDES through `self._send_rtcp` and a BYE when it
+    is cancelled. For a raw publisher those SRs say nothing true (aiortc sent no packet: NTP and RTP
+    time 0, counts 0) and each costs a wakeup. `_send_rtcp` (looked up on the instance) becomes a
+    no-op first, so the BYE of the cancelled loop goes nowhere, then the task is cancelled; the
+    started/exited events `stop()` waits for are set, so closing works as usual. Before `send()` ran,
+    an instance `_run_rtcp` that only sets them keeps the loop from starting at all."""
+
+    async def nothing(packets: Any) -> None:
+        return None
+
+    async def quiet() -> None:
+        sender._RTCRtpSender__rtcp_started.set()
+        sender._RTCRtpSender__rtcp_exited.set()
+
+    sender._send_rtcp = nothing
+    sender._run_rtcp = quiet
+    task = sender._RTCRtpSender__rtcp_task
+    if task is not None and not task.done():
+        task.cancel()
+    sender._RTCRtpSender__rtcp_started.set()
+    sender._RTCRtpSender__rtcp_exited.set()
 
 
 def quiet_consent(dtls: Any) -> None:

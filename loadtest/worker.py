@@ -55,6 +55,7 @@ from loadtest.taps import (
     quiet_consent,
     raw_send_path,
     silence_receivers,
+    silence_sender_rtcp,
     subscriber_dtls,
 )
 from sfu import gc_tuning
@@ -346,6 +347,8 @@ class Worker:
                     # than a browser (RFC 7675: 30 s without an answer); while hundreds of peers shake
                     # hands that closed publishers' transports, so their own checks are off
                     quiet_consent(path.dtls)
+                    if feed.transceiver is not None:
+                        silence_sender_rtcp(feed.transceiver.sender)  # the raw stream sends true SRs
                     # a silent publisher's audio is a thinned copy of the clip (clips_of): its own packets
                     clip_packets = packetized.get(id(clip)) or packetize(clip)
                     self.pacer.add(path, clip_packets, on_frame, delay_s, on_sent)

@@ -168,3 +168,32 @@ def test_without_extensions_a_packet_has_no_extension_block() -> None:
                        lambda n, o: None)  # fmt: skip
     stream.send_due(100.0)
     assert len(sent) == 1 and sent[0][0] == 0x80 and _parse(sent[0]).payload == b"opus" * 20
+
+
+def test_a_stream_sends_sender_reports_with_its_counts_clock_and_cname() -> None:
+    from aiortc.rtp import RtcpPacket, RtcpSdesPacket, RtcpSrPacket
+
+    sent: list[bytes] = []
+    reports: list[bytes] = []
+    path = RawSendPath(ssrc=0x1234, payload_type=97, mime_type="video/vp8", mid="1", mid_ext_id=3,
+                       stamp_ext_id=0, protect=lambda data: data,
+                       sendto=lambda data, addr: (reports if 192 <= data[1] <= 223 else sent).append(data),
+                       remote_addr=None, is_closing=lambda: False,
+                       protect_rtcp=lambda data: data, cname="load-cname")  # fmt: skip
+    stream = RawStream(path, packetize(_vp8_clip()), 100.0, lambda n, o: None)
+    stream.send_due(100.0 + 3000 / 90000)  # both frames of the first pass: 4 packets, no report yet
+    assert reports == [] and len(sent) == 4
+    at = 100.0 + 1.6  # past the first report's time (0.5-1.5 s after the start)
+    stream.send_due(at)
+    assert len(reports) == 1
+    sr, sdes = RtcpPacket.parse(reports[0])
+    assert isinstance(sr, RtcpSrPacket) and isinstance(sdes, RtcpSdesPacket)
+    assert sr.ssrc == 0x1234 and sdes.chunks[0].items == [(1, b"load-cname")]
+    packets = [_parse(d) for d in sent[:4]]  # the report leaves before the frames of its tick
+    assert sr.sender_info.packet_count == len(packets)
+    assert sr.sender_info.octet_count == sum(len(p.payload) for p in packets)
+    # RTP time of the report: the first packet's timestamp + the elapsed time at 90 kHz (the clip loops)
+    elapsed = (sr.sender_info.rtp_timestamp - packets[0].timestamp) & 0xFFFFFFFF
+    assert elapsed == round(1.6 * 90000)
+    stream.send_due(at + 0.4)
+    assert len(reports) == 1  # the next one 0.5-1.5 s later, not every tick

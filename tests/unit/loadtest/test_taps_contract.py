@@ -179,3 +179,15 @@ def test_receivers_start_their_rtcp_loop_through_the_instance_and_stop_waits_for
     assert "await self.__rtcp_started.wait()" in stop and "await self.__rtcp_exited.wait()" in stop
     body = inspect.getsource(RTCRtpReceiver._run_rtcp)
     assert "self.__rtcp_started.set()" in body and "self.__rtcp_exited.set()" in body
+
+
+def test_senders_run_their_rtcp_loop_through_the_instance_and_stop_waits_for_its_events() -> None:
+    send = inspect.getsource(RTCRtpSender.send)
+    assert "self.__rtcp_task = asyncio.ensure_future(self._run_rtcp())" in send
+    assert "self.__cname = parameters.rtcp.cname" in send
+    stop = inspect.getsource(RTCRtpSender.stop)
+    assert "self.__rtcp_task.cancel()" in stop
+    assert "await asyncio.gather(self.__rtp_exited.wait(), self.__rtcp_exited.wait())" in stop
+    body = inspect.getsource(RTCRtpSender._run_rtcp)
+    assert "await self._send_rtcp(packets)" in body and "self.__rtcp_exited.set()" in body
+    assert "RtcpByePacket" in body  # sent through self._send_rtcp when the loop is cancelled
