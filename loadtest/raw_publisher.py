@@ -295,6 +295,7 @@ class RawPacer:
     def __init__(self, errors: list[str]) -> None:
         self.streams: list[RawStream] = []
         self.errors = errors  # where a stream that stopped is reported
+        self.paused_at: float | None = None  # loop time of `pause()`: muted feeds send nothing
         self._task: asyncio.Task[None] | None = None
 
     def add(
@@ -304,18 +305,33 @@ class RawPacer:
         """Starts `clip` `delay_s` from now. Give publishers started together different delays (within a
         key-frame interval): else their key frames, the biggest bursts, leave in the same tick for as
         long as they run."""
-        start_s = asyncio.get_running_loop().time() + delay_s
+        # while paused, as if added at the pause: `resume()` shifts every stream by the whole pause
+        start_s = (self.paused_at or asyncio.get_running_loop().time()) + delay_s
         stream = RawStream(path, clip, start_s, on_frame, on_sent)
         self.streams.append(stream)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="raw-pacer")
         return stream
 
+    def pause(self) -> None:
+        """Every stream stops sending (muted feeds, `--connect-muted`), as a muted browser track does."""
+        if self.paused_at is None:
+            self.paused_at = asyncio.get_running_loop().time()
+
+    def resume(self) -> None:
+        """Every stream goes on from where it stopped, from now: nothing due while paused is sent."""
+        if self.paused_at is not None:
+            paused_s = asyncio.get_running_loop().time() - self.paused_at
+            self.paused_at = None
+            for stream in self.streams:
+                stream.start_s += paused_s
+                stream.next_report_s += paused_s
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             now_s = loop.time()
-            for stream in self.streams:
+            for stream in () if self.paused_at is not None else self.streams:
                 try:
                     stream.send_due(now_s)
                 except Exception as exc:  # a closed transport or SRTP session: that stream stops

@@ -278,6 +278,8 @@ class Worker:
         self.publishing: list[tuple[client_sdk.Session, list[str]]] = []
         self.raw = plan.publisher_path == "raw" and self.relay is None
         self.pacer = RawPacer(self.state.errors)
+        if plan.connect_muted:
+            self.pacer.pause()  # until `_on_unmute`: a muted feed's packets would be read and dropped
         self.profiler = profiler  # LOADTEST_PROFILE: enabled in the measurement window only
         self.socket_path = plan.subscriber_path == "socket" and self.relay is None
         self.kernel_path = plan.subscriber_path == "kernel" and self.relay is None
@@ -495,6 +497,7 @@ class Worker:
         """`connect_muted`: every subscriber is connected, start forwarding all feeds at once."""
         jobs = [s.mute(feed_id, False) for s, feed_ids in self.publishing for feed_id in feed_ids]
         await self._gather(jobs)
+        self.pacer.resume()  # from now: nothing that was due while muted is sent
         self.conn.send(("unmuted", len(jobs)))
 
     async def _on_subscribe(self, feeds: list[tuple[str, int, str]]) -> None:

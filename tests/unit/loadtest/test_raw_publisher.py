@@ -197,3 +197,29 @@ def test_a_stream_sends_sender_reports_with_its_counts_clock_and_cname() -> None
     assert elapsed == round(1.6 * 90000)
     stream.send_due(at + 0.4)
     assert len(reports) == 1  # the next one 0.5-1.5 s later, not every tick
+
+
+async def test_a_paused_pacer_sends_nothing_and_resumes_from_now_without_a_burst() -> None:
+    import asyncio
+
+    from loadtest.raw_publisher import RawPacer
+
+    sent: list[bytes] = []
+    path = RawSendPath(ssrc=1, payload_type=111, mime_type="audio/opus", mid="0", mid_ext_id=0,
+                       stamp_ext_id=0, protect=lambda data: data,
+                       sendto=lambda data, addr: sent.append(data), remote_addr=None,
+                       is_closing=lambda: False)  # fmt: skip
+    frames = tuple(EncodedFrame(b"x" * 50, i * 960, True) for i in range(50))  # 20 ms each
+    pacer = RawPacer([])
+    pacer.pause()
+    pacer.add(path, packetize(EncodedClip("opus", Fraction(1, 48000), frames, 48000)), lambda n, o: None, 0.0)
+    try:
+        await asyncio.sleep(0.3)  # 15 frames' worth of time (less than the stall limit, MAX_LAG_S)
+        assert sent == []
+        pacer.resume()
+        await asyncio.sleep(0.1)
+        assert 0 < len(sent) <= 8  # ~5 frames from now on, not the 15 that were due while paused
+        seqs = [_parse(d).sequence_number for d in sent]
+        assert [(b - a) & 0xFFFF for a, b in itertools.pairwise(seqs)] == [1] * (len(seqs) - 1)
+    finally:
+        await pacer.close()
