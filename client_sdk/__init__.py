@@ -23,6 +23,7 @@ from client_sdk.errors import (
     TooLarge,
     TooManyRedirects,
     Unauthorized,
+    Unavailable,
     UnsupportedCodec,
 )
 from client_sdk.events import (
@@ -97,6 +98,7 @@ __all__ = [
     "TooLarge",
     "TooManyRedirects",
     "Unauthorized",
+    "Unavailable",
     "UnknownEvent",
     "UnsupportedCodec",
     "admin",

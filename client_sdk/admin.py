@@ -180,5 +180,6 @@ def _error(status: int, raw: bytes) -> SfuError:
         409: "conflict",
         413: "too_large",
         429: "rate_limited",
+        503: "unavailable",
     }
     return error_from_wire(by_status.get(status, "internal"), f"http {status}")

@@ -48,6 +48,12 @@ class RateLimited(SfuError):
     default_code = "rate_limited"
 
 
+class Unavailable(SfuError):
+    """The server is at capacity for a new session; try again later (an addition to PROTOCOL.md)."""
+
+    default_code = "unavailable"
+
+
 class InternalError(SfuError):
     default_code = "internal"
 
@@ -83,7 +89,8 @@ class TooManyRedirects(SfuError):
 
 ERRORS_BY_CODE: dict[str, type[SfuError]] = {
     cls.default_code: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited, InternalError)
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited, Unavailable,
+                InternalError)
 }
 
 ERRORS_BY_CLOSE_CODE: dict[int, type[SfuError]] = {

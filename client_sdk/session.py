@@ -14,7 +14,14 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from client_sdk.data import DataChannels
-from client_sdk.errors import ConnectionClosed, Forbidden, RequestTimeout, SfuError, TooManyRedirects
+from client_sdk.errors import (
+    ConnectionClosed,
+    Forbidden,
+    RequestTimeout,
+    SfuError,
+    TooManyRedirects,
+    Unavailable,
+)
 from client_sdk.events import (
     Closed,
     DataReceived,
@@ -452,7 +459,7 @@ class Session(Requests):
                 joined = await self._open_and_join(resume=resume)
                 break
             except (TimeoutError, OSError, aiohttp.ClientError, ConnectionClosed, RequestTimeout,
-                    TooManyRedirects) as exc:
+                    TooManyRedirects, Unavailable) as exc:  # Unavailable: at capacity, try again later
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 failure: SfuError | None = None
             except SfuError as exc:

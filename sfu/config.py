@@ -49,6 +49,9 @@ class Config:
     shutdown_timeout_s: float = 5.0
     workers: int = 0  # media worker processes (sfu/cluster); 0: one per core, 1: a single process
     default_gc: bool = False  # keep CPython's GC thresholds instead of sfu/gc_tuning.py's
+    # Admission (docs/scaling.md): None means no limit.
+    max_participants: int | None = None  # per session; hidden participants (recorders) are not counted
+    max_worker_cpu: float | None = None  # percent: no NEW session on a worker at or above it
     # Many nodes (docs/scaling.md): shared store, node registry and session placement in Redis.
     redis_url: str | None = None
     node_url: str | None = None  # how other nodes and redirected clients reach this one (http(s)://host:port)
@@ -75,6 +78,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be positive")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 100:
+        raise ValueError("must be a percentage above 0 and at most 100")
     return value
 
 
@@ -187,6 +197,10 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
                 "1: everything in a single process)"),
     "default_gc": (_bool, "keep CPython's garbage-collector settings (default: tuned for many peers, "
                    "docs/scaling.md)"),
+    "max_participants": (_positive_int, "most participants in one session, hidden ones (recorders) not "
+                         "counted (default: no limit)"),
+    "max_worker_cpu": (_percent, "CPU percent of a worker at or above which it takes no new session; "
+                       "when every worker is there, new sessions are refused `unavailable` (default: off)"),
     "redis_url": (_redis_url, "Redis URL (redis://host:6379/0): keys, clients and session placement shared "
                   "by every node; without it one node keeps them in SQLite"),
     "node_url": (_http_url, "with --redis: this node's address for other nodes and redirected clients "

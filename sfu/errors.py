@@ -59,6 +59,14 @@ class RateLimited(SfuError):
     close_code = 4009
 
 
+class Unavailable(SfuError):
+    """An addition to PROTOCOL.md: the server is at capacity for a new session (`max_worker_cpu`)."""
+
+    code = "unavailable"
+    http_status = 503
+    close_code = 1013  # RFC 6455 section 7.4.1 registry: Try Again Later
+
+
 class Internal(SfuError):
     code = "internal"
     http_status = 500
@@ -66,5 +74,6 @@ class Internal(SfuError):
 
 ERRORS_BY_CODE: dict[str, type[SfuError]] = {
     cls.code: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited, Internal)
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, RateLimited, Unavailable,
+                Internal)
 }

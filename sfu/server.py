@@ -14,6 +14,7 @@ from sfu.auth.authenticator import Authenticator
 from sfu.config import Config
 from sfu.media.bridge import IceNetwork
 from sfu.media.engine import MediaEngine
+from sfu.session.admission import CPU_SAMPLE_INTERVAL_S
 from sfu.session.registry import Registry
 from sfu.session.session import Session
 from sfu.session.session_media import SessionMedia
@@ -34,6 +35,7 @@ class Server:
     registry: Registry
     housekeeping_interval_s: float = 3600.0
     _housekeeping: asyncio.Task[None] | None = field(default=None, repr=False)
+    _cpu_sampling: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     async def create(cls, config: Config, store: Store | None = None) -> Server:
@@ -52,7 +54,15 @@ class Server:
         registry.on_session_created.append(add_media)
         server = cls(config, store, auth, webhooks, media, registry)
         server._housekeeping = asyncio.create_task(server._run_housekeeping(), name="housekeeping")
+        if registry.max_cpu is not None:
+            server._cpu_sampling = asyncio.create_task(server._sample_cpu(), name="cpu-sampling")
         return server
+
+    async def _sample_cpu(self) -> None:
+        """`max_worker_cpu` in a single process: the registry refuses new sessions on this reading."""
+        while True:
+            await asyncio.sleep(CPU_SAMPLE_INTERVAL_S)
+            self.registry.cpu_meter.sample(time.monotonic(), time.process_time())
 
     async def _run_housekeeping(self) -> None:
         """Drops data messages past retention (the store caps each pipeline at 1000 on append)."""
@@ -67,11 +77,12 @@ class Server:
 
     async def close(self) -> None:
         """Ends every session, then the media engine, the webhook queue and the store, in that order."""
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
-            self._housekeeping = None
+        for task in (self._housekeeping, self._cpu_sampling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._housekeeping = self._cpu_sampling = None
         await self.registry.close()
         await self.media.close()
         await self.webhooks.close()

@@ -28,11 +28,11 @@ from aiohttp.typedefs import Middleware
 from sfu.auth.authenticator import Authenticator
 from sfu.auth.identity import Identity
 from sfu.cluster.merge import merge_prometheus, merge_stats
-from sfu.cluster.placement import LocalPlacement, NoTarget, Placement, Target
+from sfu.cluster.placement import AtCapacity, LocalPlacement, NoTarget, Placement, Target
 from sfu.cluster.supervisor import WorkerPool
 from sfu.cluster.wsproxy import UpstreamUnavailable, close_for_reconnect, forward_headers, relay
 from sfu.config import Config
-from sfu.errors import BadRequest, SfuError
+from sfu.errors import BadRequest, SfuError, Unavailable
 from sfu.metrics import process_rss_bytes
 from sfu.signaling import messages
 from sfu.signaling.dispatch import error_frame
@@ -67,7 +67,8 @@ class Front:
         self.store = store
         self.auth = Authenticator(store)
         self.pool = pool
-        self.local = LocalPlacement(pool)
+        max_cpu = config.max_worker_cpu / 100 if config.max_worker_cpu is not None else None
+        self.local = LocalPlacement(pool, max_cpu=max_cpu)
         self.placement: Placement = placement_factory(self.local) if placement_factory else self.local
         self.draining = False
         self.closing = False
@@ -140,6 +141,9 @@ class Front:
                 target = await self.placement.locate(*key) if key is not None else self._any_target()
             except NoTarget:
                 break
+            except AtCapacity as exc:
+                await _refuse(ws, first, Unavailable(str(exc)))
+                return
             try:
                 await relay(ws, first, target.ws_url, {**headers, **target.headers}, http=self.http)
                 return
@@ -351,7 +355,8 @@ class Front:
         out = []
         for w in self.pool.workers:
             sids = sorted(sid for (cid, sid) in w.load.sessions if cid == identity.cid)
-            out.append({"worker": w.index, "pid": w.pid, "alive": w.alive, "restarts": w.restarts,
+            out.append({"worker": w.index, "pid": w.pid, "port": w.port, "alive": w.alive,
+                        "restarts": w.restarts,
                         "cpu": w.load.cpu, "pps": w.load.pps, "participants": w.load.participants,
                         "sessions": sids})
         return json_response({"workers": out})
@@ -400,3 +405,12 @@ def build_front_app(front: Front, web_root: Path) -> web.Application:
 
     app.on_response_prepare.append(sdk_cors)
     return app
+
+
+async def _refuse(ws: web.WebSocketResponse, first: str, exc: SfuError) -> None:
+    """Answers the join as a worker answers a refused one: `error` (with `re`), `closed`, the close code."""
+    rid = messages.request_id(messages.decode_frame(first))
+    with contextlib.suppress(Exception):
+        await ws.send_str(orjson.dumps(error_frame(exc, rid)).decode())
+        await ws.send_str(orjson.dumps({"type": "closed", "reason": exc.code}).decode())
+    await ws.close(code=exc.close_code or 1011, message=exc.code.encode())

@@ -37,6 +37,27 @@ class NoTarget(Exception):
     """No owner can take the session now (every worker down or restarting)."""
 
 
+class AtCapacity(Exception):
+    """Every worker is at or above `max_worker_cpu`: a new session is refused (`unavailable`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A worker as the placement decision sees it."""
+
+    index: int
+    cpu: float  # fraction of one core, as reported
+    score: float  # lower is less loaded
+
+
+def choose_worker(candidates: Sequence[Candidate], max_cpu: float | None) -> int | None:
+    """Index of the least loaded candidate whose CPU is below `max_cpu` (a fraction; None: no limit)."""
+    fit = [c for c in candidates if max_cpu is None or c.cpu < max_cpu]
+    if not fit:
+        return None
+    return min(fit, key=lambda c: (c.score, c.index)).index
+
+
 class Placement(Protocol):
     async def locate(self, cid: str, sid: str) -> Target:
         """The owner of (cid, sid); a new session is placed (and remembered) first. Raises NoTarget."""
@@ -61,8 +82,10 @@ class _Placed:
 class LocalPlacement:
     """Sessions on this node's workers: least loaded by CPU and forwarded packets/s, sticky per session."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, *, max_cpu: float | None = None) -> None:
         self.pool = pool
+        self.max_cpu = max_cpu
+        """`max_worker_cpu` as a fraction of one core: no new session on a worker at or above it."""
         self.placed_by_key: dict[tuple[str, str], _Placed] = {}
         pool.on_report.append(self._on_report)
         pool.on_death.append(self._on_death)
@@ -75,7 +98,7 @@ class LocalPlacement:
             if worker.alive and worker.generation == placed.generation:
                 return _target(worker)
             del self.placed_by_key[key]
-        worker = self.least_loaded()
+        worker = self.least_loaded(max_cpu=self.max_cpu)
         self.placed_by_key[key] = _Placed(worker.index, worker.generation, time.monotonic())
         return _target(worker)
 
@@ -90,12 +113,17 @@ class LocalPlacement:
     def targets(self) -> Sequence[Target]:
         return [_target(w) for w in self.pool.workers if w.alive]
 
-    def least_loaded(self) -> WorkerProcess:
+    def least_loaded(self, *, max_cpu: float | None = None) -> WorkerProcess:
+        """Raises NoTarget when no worker runs, AtCapacity when every one is at or above `max_cpu`."""
         live = [w for w in self.pool.workers if w.alive and not w.draining]
         live = live or [w for w in self.pool.workers if w.alive]  # all draining: they answer the refusal
         if not live:
             raise NoTarget("no worker is running")
-        return min(live, key=self.score)
+        candidates = [Candidate(w.index, w.load.cpu, self.score(w)) for w in live]
+        index = choose_worker(candidates, max_cpu)
+        if index is None:
+            raise AtCapacity("server at capacity, try again later")
+        return next(w for w in live if w.index == index)
 
     def score(self, worker: WorkerProcess) -> float:
         load = worker.load

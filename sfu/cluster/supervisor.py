@@ -67,7 +67,7 @@ class WorkerProcess:
 
 def worker_config(config: Config, index: int, count: int) -> Config:
     """What worker `index` of `count` runs with: internal port on loopback, no TLS (the front terminates
-    it), the front trusted as a proxy, and its own slice of `rtc_port_range`."""
+    it), the front trusted as a proxy, its own slice of `rtc_port_range`, no CPU admission of its own."""
     ports = config.rtc_port_range
     if ports is not None:
         low, high = ports
@@ -77,7 +77,7 @@ def worker_config(config: Config, index: int, count: int) -> Config:
         ports = (low + index * size, low + (index + 1) * size - 1)
     proxies = tuple(dict.fromkeys((*config.trusted_proxies, *INTERNAL_PROXIES)))
     return replace(config, host="127.0.0.1", port=0, tls_cert=None, tls_key=None, rtc_port_range=ports,
-                   trusted_proxies=proxies)
+                   trusted_proxies=proxies, max_worker_cpu=None)  # the front places by CPU
 
 
 class WorkerPool:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from sfu.auth.identity import Identity
 from sfu.config import Config
-from sfu.errors import Conflict
+from sfu.errors import Conflict, Unavailable
+from sfu.session.admission import CpuMeter, admits_new_session
 from sfu.session.participant import Connection
 from sfu.session.resume import ResumeTokens
 from sfu.session.session import JoinResult, Session, SessionClosed, Webhooks
@@ -30,6 +32,10 @@ class Registry:
         self.closed = False
         self.draining = False
         """Set by `drain()`: new joins are refused, live participants stay (and may resume)."""
+        self.max_cpu = config.max_worker_cpu / 100 if config.max_worker_cpu is not None else None
+        """No new session while `cpu_meter` reads at or above this (a fraction of one core)."""
+        self.cpu_meter = CpuMeter(time.monotonic(), time.process_time())
+        """Sampled by the Server while `max_cpu` is set."""
 
     def drain(self) -> None:
         """Rolling restarts: refuse new joins from now on; sessions already here continue."""
@@ -58,6 +64,8 @@ class Registry:
                 live = self.get(identity.cid, identity.sid)
                 if live is None or live._resumable(identity, resume) is None:
                     raise Conflict("server is draining: join through another server")
+            if self.get(identity.cid, identity.sid) is None:
+                self._check_capacity()
             session = self._get_or_create(identity.cid, identity.sid)
             try:
                 result = await session.join(identity, connection, resume=resume,
@@ -65,6 +73,11 @@ class Registry:
             except SessionClosed:
                 continue
             return session, result
+
+    def _check_capacity(self) -> None:
+        """`max_worker_cpu` in a single process: a new session needs this process below the limit."""
+        if not admits_new_session(self.cpu_meter.cpu, self.max_cpu):
+            raise Unavailable("server at capacity, try again later")
 
     def _get_or_create(self, cid: str, sid: str) -> Session:
         session = self.sessions_by_key.get((cid, sid))

@@ -117,6 +117,7 @@ class Session:
 
     async def _admit(self, identity: Identity, connection: Connection, auto_subscribe: bool,
                      sdk: dict[str, Any] | None) -> Participant:
+        self._check_capacity(identity)
         existing = self.participants_by_uid.get(identity.uid)
         if existing is not None:
             await self.remove_participant(existing, "replaced", 4010)
@@ -138,6 +139,15 @@ class Session:
         for observer in self.observers:
             observer.on_participant_added(self, participant)
         return participant
+
+    def _check_capacity(self, identity: Identity) -> None:
+        """`max_participants`: a hidden joiner always fits; one replacing its own uid takes that place."""
+        limit = self.config.max_participants
+        if limit is None or identity.grants.hidden:
+            return
+        others = sum(1 for p in self.participants_by_uid.values() if not p.hidden and p.uid != identity.uid)
+        if others >= limit:
+            raise Forbidden(f"session is full: {limit} participants")
 
     def _joined_body(self, participant: Participant, resumed: bool) -> dict[str, Any]:
         body = {

@@ -10,7 +10,8 @@ export declare class SfuError extends Error {
   static code: string;
 }
 export type WireErrorCode =
-  | "bad_request" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "too_large" | "rate_limited" | "internal";
+  | "bad_request" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "too_large" | "rate_limited" | "unavailable"
+  | "internal";
 export type SdkErrorCode = "connection_failed" | "permission_denied" | "device_not_found" | "capture_failed";
 
 export declare class BadRequestError extends SfuError {}
@@ -20,6 +21,8 @@ export declare class NotFoundError extends SfuError {}
 export declare class ConflictError extends SfuError {}
 export declare class TooLargeError extends SfuError {}
 export declare class RateLimitedError extends SfuError {}
+/** The server is at capacity for a new session: try again later. */
+export declare class UnavailableError extends SfuError {}
 export declare class InternalError extends SfuError {}
 export declare class ConnectionError extends SfuError {}
 /** Nodes kept redirecting the join (`closed {reason:"redirect"}`, close 4014) more than 3 times in a row. */

@@ -67,6 +67,9 @@ export class TooLargeError extends SfuError {}
 TooLargeError.code = "too_large";
 export class RateLimitedError extends SfuError {}
 RateLimitedError.code = "rate_limited";
+/** The server is at capacity for a new session: try again later (an addition to PROTOCOL.md). */
+export class UnavailableError extends SfuError {}
+UnavailableError.code = "unavailable";
 export class InternalError extends SfuError {}
 InternalError.code = "internal";
 /** The socket could not be opened or was lost (SDK code `connection_failed`). */
@@ -84,7 +87,7 @@ DeviceNotFoundError.code = "device_not_found";
 
 const ERRORS_BY_CODE = Object.fromEntries(
   [BadRequestError, UnauthorizedError, ForbiddenError, NotFoundError, ConflictError, TooLargeError,
-    RateLimitedError, InternalError].map((cls) => [cls.code, cls]),
+    RateLimitedError, UnavailableError, InternalError].map((cls) => [cls.code, cls]),
 );
 
 /**

@@ -27,6 +27,7 @@ SECRET = "sk_" + "s" * 43
         ("conflict", errors.Conflict),
         ("too_large", errors.TooLarge),
         ("rate_limited", errors.RateLimited),
+        ("unavailable", errors.Unavailable),
         ("internal", errors.InternalError),
     ],
 )
