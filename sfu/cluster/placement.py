@@ -19,8 +19,9 @@ PLACEMENT_GRACE_S = 15.0
 """A placement not yet seen in its worker's reports is kept this long (the join may still be on its way)."""
 SESSION_WEIGHT = 0.05
 """Load one session adds before the worker's reports show it, so a burst of joins spreads evenly."""
-PPS_PER_CORE = 50000.0
-"""Forwarded packets/s one worker handles at full load (docs/benchmarks.md), to put pps next to CPU."""
+PPS_PER_CORE = 100000.0
+"""Forwarded packets/s one worker handles at full load (~92,000-104,000 measured on this VM's cores,
+docs/benchmarks.md "Workers"), to put pps next to CPU."""
 
 
 @dataclass(frozen=True, slots=True)
