@@ -2,6 +2,7 @@
 
     python -m loadtest.bench_workers                       # 8 sessions of 1 x 20, 20 s, workers 1 then 2
     python -m loadtest.bench_workers --sessions 12,16 --client-nice 10 --workers 1,2
+    python -m loadtest.bench_workers --pairs 30:56,32:58 --rounds 2 --connect-muted  # interleaved
 
 For each worker count and session count a fresh server is spawned (`SFU_WORKERS`), then
 `--client-processes` runs of `python -m loadtest --sessions K` share the sessions (each session its own
@@ -259,13 +260,23 @@ def main(argv: list[str] | None = None) -> int:
                         "per core at most; default: 1 with kernel subscribers, raw publishers)")  # fmt: skip
     p.add_argument("--client-cpus", default="", help="pin the load tool: `taskset -c LIST`")
     p.add_argument("--server-cpus", default="", help="pin every server process: `taskset -a -p -c LIST`")
+    p.add_argument("--pairs", default="",
+                   help="interleaved runs instead of --sessions/--workers: S1:S2,... runs S1 sessions on 1 "
+                        "worker, then S2 on 2, pair by pair (this VM's speed drifts by minutes)")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=1, help="with --pairs: how many times the list is run")
     args = p.parse_args(argv)
+    plan = [(count, sessions) for sessions in _list(args.sessions) for count in _list(args.workers)]
+    if args.pairs:
+        pairs = [tuple(int(n) for n in pair.split(":")) for pair in args.pairs.split(",")]
+        plan = [(w, pair[w - 1]) for _ in range(args.rounds) for pair in pairs for w in (1, 2)]
     points = []
-    for sessions in _list(args.sessions):
-        for count in _list(args.workers):
-            print(f"bench_workers: --workers {count}, {sessions} sessions of 1 x {args.subscribers}",
-                  file=sys.stderr, flush=True)  # fmt: skip
-            points.append(run_point(args, count, sessions))
+    for count, sessions in plan:
+        print(f"bench_workers: {time.strftime('%H:%M:%S', time.gmtime())} UTC --workers {count}, {sessions} "
+              f"sessions of 1 x {args.subscribers}", file=sys.stderr, flush=True)  # fmt: skip
+        points.append(run_point(args, count, sessions))
+        pt = points[-1]
+        print(f"bench_workers: forwarded {pt.forwarded_pps:.0f} pkt/s, loss {pt.loss_pct:.3f} %, client loss "
+              f"{pt.client_loss_pct:.3f} %", file=sys.stderr, flush=True)  # fmt: skip
     print(f"python -m loadtest.bench_workers {' '.join(sys.argv[1:] if argv is None else argv)}")
     print("| workers | sessions | streams | offered pkt/s | forwarded pkt/s | delivered pkt/s | loss % "
           "| client loss % | server CPU % (front, workers) | server us/fwd pkt | client us/recv pkt "
@@ -280,12 +291,37 @@ def main(argv: list[str] | None = None) -> int:
               f"| {pt.us_per_packet:.1f} | {pt.client_us_per_packet:.1f} "
               f"| {pt.machine_cpu_pct:.0f} of {100 * (os.cpu_count() or 1)} | {pt.load_avg:.1f} "
               f"| {pt.rcvbuf_drops:.0f} | {pt.failed_runs} |")  # fmt: skip
+    if args.pairs:
+        per_round = len(points) // max(args.rounds, 1)
+        for r in range(args.rounds if args.rounds > 1 else 0):
+            _print_capacity(points[r * per_round : (r + 1) * per_round], f"round {r + 1}: ")
+        _print_capacity(points, "all: " if args.rounds > 1 else "")
+        return 0
     for sessions in _list(args.sessions):
         same = [pt for pt in points if pt.sessions == sessions]
         if len(same) >= 2 and same[0].forwarded_pps > 0:
             print(f"{sessions} sessions: forwarded pkt/s, workers {same[-1].workers} / {same[0].workers}: "
                   f"{same[-1].forwarded_pps / same[0].forwarded_pps:.2f}")  # fmt: skip
     return 0
+
+
+LOSS_FREE_PCT = 0.1
+
+
+def _print_capacity(points: list[Point], prefix: str) -> None:
+    """Capacity = the most packets forwarded per second at a loss-free point, per worker count: by the
+    window's loss only, and with the load tool's own count (a longer window) loss-free too."""
+    for label, strict in (("loss % <= 0.1", False), ("loss % and client loss % <= 0.1", True)):
+        best: dict[int, Point] = {}
+        for pt in points:
+            clean = pt.loss_pct <= LOSS_FREE_PCT and (not strict or pt.client_loss_pct <= LOSS_FREE_PCT)
+            if clean and pt.forwarded_pps > (best[pt.workers].forwarded_pps if pt.workers in best else 0):
+                best[pt.workers] = pt
+        one, two = best.get(1), best.get(2)
+        text = ", ".join(f"{w} worker(s) {pt.forwarded_pps:.0f} ({pt.sessions} sessions)"
+                         for w, pt in sorted(best.items()))  # fmt: skip
+        ratio = f"; ratio {two.forwarded_pps / one.forwarded_pps:.2f}" if one and two else ""
+        print(f"{prefix}capacity ({label}): {text or 'no loss-free point'}{ratio}")
 
 
 if __name__ == "__main__":
