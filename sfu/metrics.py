@@ -28,6 +28,7 @@ from sfu.media.consent import TOTALS as CONSENT_TOTALS
 from sfu.media.counters import DropReason
 from sfu.media.datachannels import TOTALS as DATA_TOTALS
 from sfu.media.datachannels import DataDropReason
+from sfu.media.freshness import TOTALS as FRESHNESS_TOTALS
 from sfu.media.histogram import ARRIVAL_TO_SEND
 from sfu.media.probe import BANDWIDTH_TOTALS
 from sfu.session.participant_media import TOTALS as NEGOTIATION_TOTALS
@@ -199,6 +200,11 @@ class Metrics:
         out["process"] = {"cpu_seconds": time.process_time(), "rss_bytes": process_rss_bytes()}
         out["gc"] = gc_tuning.PAUSES.snapshot()
         out["ice_consent_fast_answers"] = CONSENT_TOTALS.answered
+        out["ice_consent_checks"] = {  # the server's own checks (sfu/media/freshness.py)
+            "sent": FRESHNESS_TOTALS.checks_sent,
+            "answered": FRESHNESS_TOTALS.responses,
+            "expired": FRESHNESS_TOTALS.expired,
+        }
         out["arrival_to_send"] = _arrival_to_send()
         granted = [t.udp_buffers for t in self.server.media.transports if t.udp_buffers[0]]
         out["udp_buffer_bytes"] = {  # what the kernel granted an ICE socket (Transport.udp_buffers)
@@ -348,6 +354,13 @@ class _Collector:
             "peers' consent checks on a nominated pair answered without aioice (sfu/media/consent.py)",
             value=snap["ice_consent_fast_answers"],
         )
+        checks = snap["ice_consent_checks"]
+        for name, help_text in (
+            ("sent", "consent checks (RFC 7675) the server sent on nominated pairs (sfu/media/freshness.py)"),
+            ("answered", "authenticated responses to the server's consent checks"),
+            ("expired", "ICE connections the server closed because consent expired (no response for 30 s)"),
+        ):
+            yield CounterMetricFamily(f"sfu_ice_consent_checks_{name}", help_text, value=checks[name])
         yield _arrival_to_send_family(snap["arrival_to_send"])
         yield _by_kind(
             GaugeMetricFamily(

@@ -18,7 +18,11 @@ libwebrtc:
   including aioice's gather tasks, which copy the context) it returns exactly the configured hosts;
 - ICE ports and announced addresses: `aioice.ice.Connection.get_component_candidates` is wrapped the
   same way; inside `ice_network_scope(network)` host sockets bind within a port range and candidates
-  carry the public address of a 1:1 NAT (contract: `tests/unit/deploy/test_ice_network.py`).
+  carry the public address of a 1:1 NAT (contract: `tests/unit/deploy/test_ice_network.py`);
+- ICE consent (RFC 7675): the server's connections check it with `sfu.media.freshness` (one scheduler
+  per event loop) instead of aioice's per-connection `query_consent` task, which is replaced by an
+  instance attribute before aioice starts it (`disarm_aioice_consent`, `start_consent_checks`;
+  contract: `tests/unit/media/test_freshness.py`).
 
 `tests/unit/media/test_bridge_contract.py` fails loudly if an upgrade moves any of this.
 """
@@ -56,6 +60,7 @@ from aiortc.sdp import candidate_from_sdp
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+from sfu.media import freshness
 from sfu.media.consent import BINDING_REQUEST, BindingAnswerer
 from sfu.media.consent import TOTALS as CONSENT_TOTALS
 from sfu.media.twcc import SendHistory, abs_send_time, stamp
@@ -229,6 +234,10 @@ def _refuse(packet: bytes | bytearray) -> bytes | None:
     return None
 
 
+def _not_ours(data: bytes, addr: Any, protocol: Any) -> bool:
+    return False
+
+
 # Codecs the server forwards but aiortc 1.16 cannot encode or decode: registered for negotiation only
 # (our packet path copies their RTP, aiortc's coders never start). Chrome offers VP9 profile-id 0 and 2.
 FORWARD_ONLY_VIDEO_CODECS: tuple[tuple[str, dict[str, str]], ...] = (
@@ -326,6 +335,9 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
         connection = getattr(getattr(dtls, "transport", None), "_connection", None)
         if connection is not None:
             connection.query_consent = _consent_not_started
+            check = getattr(connection, "_sfu_consent", None)
+            if check is not None:
+                check.stop()
     await pc.close()
 
 
@@ -404,14 +416,84 @@ def consent_responder(connection: aioice.ice.Connection) -> Callable[[bytes, Any
     return respond
 
 
-def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> int:
+def disarm_aioice_consent(dtls: Any) -> None:
+    """aioice will not start its own consent checks on `dtls`'s ICE connection (the server's
+    `start_consent_checks` replaces them once DTLS is up).
+
+    NOTE: aioice 0.13.0 starts `asyncio.create_task(self.query_consent())` at the end of
+    `Connection.connect()`, looking `query_consent` up on the instance, so an instance attribute set
+    before that wins. aiortc 1.16 starts `connect()` from a task that `setLocalDescription` /
+    `setRemoteDescription` schedule (`ensure_future(self.__connect())`, no await after it): called right
+    after the server's `setLocalDescription`, this always comes first. `start_consent_checks` still
+    cancels a consent task it finds running."""
+    connection = dtls.transport._connection
+    connection.query_consent = _consent_not_started
+
+
+def _expire(connection: Any) -> None:
+    """Closes `connection` as aioice's `query_consent` does when consent expires (RFC 7675 section 5.1):
+    `Connection.close()` emits `ConnectionClosed`, aiortc's `RTCIceTransport._monitor` turns a completed
+    transport "failed" and the peer connection follows."""
+    task = asyncio.ensure_future(connection.close())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Future[None]] = set()  # consent-expired closes in progress (a task needs an owner)
+
+
+def start_consent_checks(connection: Any) -> freshness.ConsentCheck | None:
+    """The server's consent checks (`sfu.media.freshness`) on `connection`'s nominated pair instead of
+    aioice's `query_consent`; None when nothing is nominated (yet). Idempotent.
+
+    aioice 0.13.0 internals: `Connection._nominated[1]` (`.protocol.transport`, `.remote_addr`,
+    `.component`), `local_username`, `remote_username`, `remote_password`, `ice_controlling`,
+    `_tie_breaker` (the attributes `Connection.build_request(pair, nominate=False)` puts in, PRIORITY from
+    `candidate_priority(component, "prflx")`), `_query_consent_task` (cancelled if aioice started one),
+    `close()` (`_expire`). The socket's transport closing (aioice's close) ends the checks.
+    """
+    check: freshness.ConsentCheck | None = getattr(connection, "_sfu_consent", None)
+    if check is not None and not check.stopped:
+        return check
+    pair = connection._nominated.get(1)
+    transport = None if pair is None else pair.protocol.transport
+    if pair is None or transport is None or transport.is_closing() or connection.remote_password is None:
+        return None
+    connection.query_consent = _consent_not_started
+    task = connection._query_consent_task
+    if task is not None and not task.done():
+        task.cancel()  # started before `disarm_aioice_consent` (not called): aioice's close awaits it
+    attributes = freshness.request_attributes(
+        f"{connection.remote_username}:{connection.local_username}",
+        aioice.candidate.candidate_priority(pair.component, "prflx"),
+        connection.ice_controlling,
+        connection._tie_breaker,
+    )
+    now = freshness.now_s()
+    check = freshness.ConsentCheck(
+        sendto=transport.sendto,
+        protocol=pair.protocol,
+        remote_addr=pair.remote_addr,
+        attributes=attributes,
+        remote_password=connection.remote_password,
+        is_closing=transport.is_closing,
+        on_expired=lambda: _expire(connection),
+        now=now,
+    )
+    freshness.scheduler_for(asyncio.get_running_loop()).add(check, now)
+    connection._sfu_consent = check
+    return check
+
+
+def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook, check_consent: bool = False) -> int:
     """SRTP/SRTCP datagrams go straight from the socket callback to our hooks; returns protocols hooked.
 
     aioice otherwise tries a STUN parse (an exception per RTP packet), queues the datagram and wakes
     aiortc's DTLS reader task, which unprotects it: per datagram that is a queue round trip and a task
     switch. DTLS datagrams and STUN (RFC 7983 demultiplexing by the first byte) still take aioice's
-    path, except the peer's consent checks on the nominated pair (`consent_responder`). Call once DTLS
-    is connected (the SRTP session exists, ICE has nominated); protocols are fixed by then.
+    path, except the peer's consent checks on the nominated pair (`consent_responder`) and, with
+    `check_consent` (the server), the responses to our own consent checks (`start_consent_checks`). Call
+    once DTLS is connected (the SRTP session exists, ICE has nominated); protocols are fixed by then.
     """
     srtp = dtls._rx_srtp
     if srtp is None:
@@ -420,6 +502,8 @@ def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> int:
     unprotect_rtcp = srtp.unprotect_rtcp
     connection = dtls.transport._connection
     respond = consent_responder(connection)
+    check = start_consent_checks(connection) if check_consent else None
+    refreshed = check.response_received if check is not None else _not_ours
     hooked = 0
     for protocol in connection._protocols:
         if getattr(protocol, "_sfu_bypass", False):
@@ -440,6 +524,8 @@ def bypass_ice_queue(dtls: Any, on_rtp: RtpHook, on_rtcp: RtpHook) -> int:
                 return
             if first == 0 and data[:2] == BINDING_REQUEST and respond(data, addr, protocol):
                 return
+            if first == 1 and refreshed(data, addr, protocol):
+                return  # answers our own consent check: aioice has no transaction for it
             original(data, addr)
 
         protocol.datagram_received = datagram_received

@@ -88,6 +88,7 @@ class Transport:
         bridge.disable_aiortc_media(self._pc)
         transports = bridge.dtls_transports(self._pc)
         for dtls in transports:
+            bridge.disarm_aioice_consent(dtls)  # before aioice's connect() ends: the server checks consent
             if dtls not in self._hooked:
                 bridge.hook_dtls(dtls, self._on_rtp_data, self._on_rtcp_data)
                 self._hooked.append(dtls)
@@ -138,7 +139,7 @@ class Transport:
 
     def _on_connected(self) -> None:
         for dtls in self._hooked:
-            bridge.bypass_ice_queue(dtls, self._on_rtp_data, self._on_rtcp_data)
+            bridge.bypass_ice_queue(dtls, self._on_rtp_data, self._on_rtcp_data, check_consent=True)
         self._on_sink_connected()
 
     def _on_connection_state(self) -> None:
