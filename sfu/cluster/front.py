@@ -142,7 +142,7 @@ class Front:
             except NoTarget:
                 break
             except AtCapacity as exc:
-                await _refuse(ws, first, Unavailable(str(exc)))
+                await refuse(ws, first, Unavailable(str(exc)))
                 return
             try:
                 await relay(ws, first, target.ws_url, {**headers, **target.headers}, http=self.http)
@@ -407,7 +407,7 @@ def build_front_app(front: Front, web_root: Path) -> web.Application:
     return app
 
 
-async def _refuse(ws: web.WebSocketResponse, first: str, exc: SfuError) -> None:
+async def refuse(ws: web.WebSocketResponse, first: str, exc: SfuError) -> None:
     """Answers the join as a worker answers a refused one: `error` (with `re`), `closed`, the close code."""
     rid = messages.request_id(messages.decode_frame(first))
     with contextlib.suppress(Exception):

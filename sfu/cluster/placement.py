@@ -126,6 +126,18 @@ class LocalPlacement:
             raise AtCapacity("server at capacity, try again later")
         return next(w for w in live if w.index == index)
 
+    def at_capacity(self) -> bool:
+        """Whether a new session would be refused now: every running worker at or above `max_cpu`."""
+        if self.max_cpu is None:
+            return False
+        try:
+            self.least_loaded(max_cpu=self.max_cpu)
+        except AtCapacity:
+            return True
+        except NoTarget:  # nothing runs: not a capacity question (the join is told to come back)
+            return False
+        return False
+
     def score(self, worker: WorkerProcess) -> float:
         load = worker.load
         sessions = set(load.sessions)

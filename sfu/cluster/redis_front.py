@@ -28,13 +28,13 @@ import orjson
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
-from sfu.cluster.front import Front
-from sfu.cluster.placement import LocalPlacement, NoTarget, Target
+from sfu.cluster.front import Front, refuse
+from sfu.cluster.placement import AtCapacity, LocalPlacement, NoTarget, Target
 from sfu.cluster.redis_nodes import NodeLoad, NodeRegistry, new_node_id
 from sfu.cluster.redis_placement import RELAYED_HEADER, RedisPlacement
 from sfu.cluster.wsproxy import UpstreamUnavailable, close_for_reconnect, forward_headers, relay
 from sfu.config import Config
-from sfu.errors import SfuError
+from sfu.errors import SfuError, Unavailable
 from sfu.signaling.http_util import json_response
 from sfu.signaling.ws import CLOSE_TIMEOUT_S, OVERSIZE_FACTOR
 from sfu.store.redis import RedisStore
@@ -107,7 +107,7 @@ class RedisNode:
         self.nodes = NodeRegistry(redis, node_id=self.node_id, url=advertised_url(self.config),
                                   region=self.config.region, prefix=self.store.prefix, load=self._load)
         self.placement = RedisPlacement(redis, self.nodes, local, live_sessions=live_sessions,
-                                        prefix=self.store.prefix)
+                                        prefix=self.store.prefix, full=local.at_capacity)
         return self.placement
 
     def install(self, app: web.Application, front: Front) -> None:
@@ -134,7 +134,8 @@ class RedisNode:
         workers = [w for w in front.pool.workers if w.alive]
         return NodeLoad(sessions=sum(len(w.load.sessions) for w in workers),
                         participants=sum(w.load.participants for w in workers),
-                        cpu=sum(w.load.cpu for w in workers), draining=front.draining)
+                        cpu=sum(w.load.cpu for w in workers), draining=front.draining,
+                        full=front.local.at_capacity())
 
     async def close(self) -> None:
         if self.placement is not None:
@@ -252,6 +253,9 @@ class RedisNode:
                     target = await self.placement.locate(*key) if key is not None else front._any_target()
                 except NoTarget:
                     break
+                except AtCapacity as exc:
+                    await refuse(ws, first, Unavailable(str(exc)))
+                    return ws
                 if target.name.startswith("n_"):  # another node's (local ones are worker-N)
                     await self._send_redirect(ws, target)
                     return ws

@@ -1,8 +1,9 @@
 """Nodes of a cluster (`--redis URL`): each registers itself in Redis with a TTL heartbeat.
 
-`node:<id>` holds the node's JSON record (public URL, region, load) and expires `ttl_s` after the last
-heartbeat, so a node that dies (killed, partitioned) disappears from `nodes()` within `ttl_s` without
-anyone cleaning up after it; `nodes` is a zset of ids by last heartbeat, pruned by whoever lists them.
+`node:<id>` holds the node's JSON record (public URL, region, load, whether it is `full`) and expires
+`ttl_s` after the last heartbeat, so a node that dies (killed, partitioned) disappears from `nodes()`
+within `ttl_s` without anyone cleaning up after it; `nodes` is a zset of ids by last heartbeat, pruned by
+whoever lists them. A record without `full` (an older node's) reads as not full.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class NodeLoad:
     participants: int = 0
     cpu: float = 0.0  # cores busy (sum over this node's media processes)
     draining: bool = False
+    full: bool = False  # every worker at or above `max_worker_cpu`: no new session here
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class NodeInfo:
     draining: bool = False
     started_at: float = 0.0
     updated_at: float = 0.0
+    full: bool = False  # absent in reports of older nodes: not full
 
     @property
     def ws_url(self) -> str:
@@ -104,7 +107,7 @@ class NodeRegistry:
     def info(self) -> NodeInfo:
         load = self.load()
         return NodeInfo(self.node_id, self.url, self.region, load.sessions, load.participants, load.cpu,
-                        load.draining, self.started_at, time.time())
+                        load.draining, self.started_at, time.time(), load.full)
 
     async def heartbeat(self) -> None:
         info = self.info()

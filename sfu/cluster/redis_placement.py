@@ -9,6 +9,11 @@ with a compare-and-set, so the sessions of a dead node come back on the node the
 
 `placed:<cid>` (a zset of sid by expiry) lets any node's admin API list every session of a client.
 On the owner, the session goes to a local worker through the wrapped local placement.
+
+A new session goes to the node its first join reaches, unless that node is draining or full (every
+worker at or above `max_worker_cpu`, as its heartbeat reports); then to the least loaded node that is
+neither. When every node is full the join is refused (`AtCapacity`) and nothing is claimed; a node that
+claimed a session and then finds its workers full releases the claim at once, so a retry is placed anew.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from sfu.cluster.placement import NoTarget, Placement, Target
+from sfu.cluster.placement import AtCapacity, NoTarget, Placement, Target
 from sfu.cluster.redis_nodes import NodeInfo, NodeRegistry
 
 log = logging.getLogger("sfu.cluster.placement")
@@ -71,6 +76,13 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def choose_node(nodes: Iterable[NodeInfo], region: str) -> NodeInfo | None:
+    """The least loaded node taking new sessions (neither draining nor full), of `region` if one is."""
+    open_nodes = [n for n in nodes if not n.draining and not n.full]
+    same = [n for n in open_nodes if n.region == region] or open_nodes
+    return min(same, key=lambda n: (n.cpu, n.participants, n.node_id), default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class PlacedSession:
     cid: str
@@ -93,6 +105,7 @@ class RedisPlacement:
         ttl_s: float = PLACEMENT_TTL_S,
         refresh_s: float = REFRESH_S,
         draining: Callable[[], bool] = lambda: False,
+        full: Callable[[], bool] = lambda: False,
         claim_grace_s: float = CLAIM_GRACE_S,
     ) -> None:
         self.redis = redis
@@ -104,6 +117,8 @@ class RedisPlacement:
         self.ttl_s = ttl_s
         self.refresh_s = refresh_s
         self.draining = draining
+        self.full = full
+        """Whether every local worker is at or above `max_worker_cpu` (no new session here)."""
         self.claim_grace_s = claim_grace_s
         self.claimed: dict[tuple[str, str], float] = {}
         """Sessions placed here, with when they were claimed or last seen live."""
@@ -138,15 +153,24 @@ class RedisPlacement:
         for _ in range(3):
             if owner == self.node_id:
                 self.claimed.setdefault((cid, sid), time.monotonic())
-                return await self.local.locate(cid, sid)
+                return await self._locate_here(cid, sid)
             info = await self._live(owner)
             if info is not None:
                 return self._node_target(info)
             log.info("session %s/%s was on node %s, which is gone: taking it over", cid, sid, owner)
-            previous, owner = owner, await self._claim_for(cid, sid, self._choose(), replace=owner)
+            previous, owner = owner, await self._claim_for(cid, sid, await self._choose(), replace=owner)
             if owner != previous:
                 self.takeovers += 1
         raise NoTarget(f"no live node owns {cid}/{sid}")
+
+    async def _locate_here(self, cid: str, sid: str) -> Target:
+        try:
+            return await self.local.locate(cid, sid)
+        except AtCapacity:
+            # NOTE: only a session new to this node's workers is refused, so no participant is here:
+            # release the claim now, else retries through any node would land here until the grace ends
+            await self.release(cid, sid)
+            raise
 
     async def lost(self, target: Target) -> None:
         """A node that refused the relay counts as gone until its next heartbeat is older than the refusal."""
@@ -168,7 +192,7 @@ class RedisPlacement:
         current = await self.redis.get(self._place_key(cid, sid))
         if current is not None:
             return _text(current)
-        return await self._claim_for(cid, sid, self._choose(), replace="")
+        return await self._claim_for(cid, sid, await self._choose(), replace="")
 
     async def sessions_of(self, cid: str) -> list[PlacedSession]:
         """Every live placement of `cid` on any node (the admin API's list), by sid."""
@@ -184,20 +208,19 @@ class RedisPlacement:
 
     # -- placement policy --------------------------------------------------------------------------------
 
-    def _choose(self) -> str:
-        """Where a new session goes: this node (the first join's entry point), unless it is draining."""
-        if not self.draining():
+    async def _choose(self) -> str:
+        """Where a new session goes: this node (the first join's entry point) unless it is draining or
+        full, else `choose_node` among the other live nodes. Raises AtCapacity when every node is full."""
+        draining = self.draining()
+        if not draining and not self.full():
             return self.node_id
-        return self._fallback or self.node_id
-
-    _fallback: str | None = None
-
-    async def _update_fallback(self) -> None:
-        """While draining: the least loaded other live node of the same region (else of any region)."""
-        others = [n for n in await self.nodes.nodes() if n.node_id != self.node_id and not n.draining]
-        same = [n for n in others if n.region == self.nodes.region] or others
-        best = min(same, key=lambda n: (n.cpu, n.participants, n.node_id), default=None)
-        self._fallback = best.node_id if best is not None else None
+        others = [n for n in await self.nodes.nodes() if n.node_id != self.node_id and self._reachable(n)]
+        best = choose_node(others, self.nodes.region)
+        if best is not None:
+            return best.node_id
+        if draining:
+            return self.node_id  # nowhere else: its workers answer the refusal
+        raise AtCapacity("server at capacity, try again later")
 
     async def _claim_for(self, cid: str, sid: str, node_id: str, *, replace: str) -> str:
         expires = int((time.time() + self.ttl_s) * 1000)
@@ -211,14 +234,15 @@ class RedisPlacement:
 
     async def _live(self, node_id: str) -> NodeInfo | None:
         info = await self.nodes.get(node_id)
-        if info is None:
-            return None
-        refused_at = self._unreachable.get(node_id)
+        return info if info is not None and self._reachable(info) else None
+
+    def _reachable(self, info: NodeInfo) -> bool:
+        refused_at = self._unreachable.get(info.node_id)
         if refused_at is not None:
             if info.updated_at <= refused_at + 0.5:  # no heartbeat since it refused us: treat as gone
-                return None
-            del self._unreachable[node_id]
-        return info
+                return False
+            del self._unreachable[info.node_id]
+        return True
 
     def _node_target(self, info: NodeInfo) -> Target:
         return Target(ws_url=info.ws_url, http_url=info.url, name=info.node_id,
@@ -251,8 +275,6 @@ class RedisPlacement:
                 return
             try:
                 await self.refresh()
-                if self.draining():
-                    await self._update_fallback()
             except (RedisError, OSError) as exc:
                 log.warning("refreshing placements failed: %s", exc)
 

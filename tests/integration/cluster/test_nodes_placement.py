@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio as aioredis
 
-from sfu.cluster.placement import Target
+from sfu.cluster.placement import AtCapacity, Target
 from sfu.cluster.redis_nodes import NodeLoad, NodeRegistry, new_node_id
 from sfu.cluster.redis_placement import RELAYED_HEADER, RedisPlacement
 from tests.redis_server import redis_missing, redis_server
@@ -41,8 +41,11 @@ class Workers:
     located: list[tuple[str, str]] = field(default_factory=list)
     live: set[tuple[str, str]] = field(default_factory=set)
     draining: bool = False
+    full: bool = False  # every worker at `max_worker_cpu`: new sessions refused, as LocalPlacement does
 
     async def locate(self, cid: str, sid: str) -> Target:
+        if self.full and (cid, sid) not in self.live:
+            raise AtCapacity("server at capacity, try again later")
         self.located.append((cid, sid))
         return Target(ws_url=f"ws://{self.name}/v1/rtc", http_url=f"http://{self.name}", name="worker-0")
 
@@ -78,11 +81,12 @@ async def make_node(redis: aioredis.Redis) -> AsyncIterator[object]:
         node_id = new_node_id()
         workers = Workers(url)
         nodes = NodeRegistry(redis, node_id=node_id, url=url, region=region, prefix=prefix,
-                             load=lambda: NodeLoad(sessions=len(workers.live)), heartbeat_s=0.1,
+                             load=lambda: NodeLoad(sessions=len(workers.live), full=workers.full),
+                             heartbeat_s=0.1,
                              ttl_s=node_ttl_s)
         placement = RedisPlacement(redis, nodes, workers, live_sessions=lambda: workers.live, prefix=prefix,
                                    ttl_s=ttl_s, refresh_s=0.1, claim_grace_s=claim_grace_s,
-                                   draining=lambda: workers.draining)
+                                   draining=lambda: workers.draining, full=lambda: workers.full)
         await nodes.start()
         placement.start()
         node = Node(nodes, placement, workers)
@@ -191,3 +195,49 @@ async def test_a_draining_node_places_new_sessions_on_another_node_of_its_region
     await c.close()
     await asyncio.sleep(0.4)
     assert (await a.placement.locate("c_1", "newer")).name == b.node_id  # no other eu node: any region
+
+
+async def test_a_full_node_places_a_new_session_on_a_node_that_is_not(make_node: object) -> None:
+    a = await make_node("http://a:1", region="eu")  # type: ignore[operator]
+    b = await make_node("http://b:1", region="us")  # type: ignore[operator]
+    c = await make_node("http://c:1", region="eu")  # type: ignore[operator]
+    a.workers.live.add(("c_1", "before"))
+    await a.placement.locate("c_1", "before")
+    a.workers.full = True
+    c.workers.full = True
+    await c.nodes.heartbeat()
+    target = await a.placement.locate("c_1", "new")
+    assert target.name == b.node_id and await c.placement.owner("c_1", "new") == b.node_id
+    assert (await a.placement.locate("c_1", "before")).name == "worker-0"  # its own sessions stay
+
+
+async def test_when_every_node_is_full_a_new_session_is_refused_and_nothing_is_claimed(
+    make_node: object,
+) -> None:
+    a = await make_node("http://a:1")  # type: ignore[operator]
+    b = await make_node("http://b:1")  # type: ignore[operator]
+    for node in (a, b):
+        node.workers.full = True
+        await node.nodes.heartbeat()
+    with pytest.raises(AtCapacity, match="server at capacity"):
+        await a.placement.locate("c_1", "new")
+    assert await b.placement.owner("c_1", "new") is None
+    assert await b.placement.sessions_of("c_1") == []
+    b.workers.full = False
+    await b.nodes.heartbeat()
+    assert (await a.placement.locate("c_1", "new")).name == b.node_id  # the retry is placed anew
+
+
+async def test_a_node_that_took_a_session_and_found_its_workers_full_releases_it_at_once(
+    make_node: object,
+) -> None:
+    a = await make_node("http://a:1")  # type: ignore[operator]
+    b = await make_node("http://b:1")  # type: ignore[operator]
+    a.workers.full = True
+    await a.nodes.heartbeat()
+    assert (await a.placement.locate("c_1", "new")).name == b.node_id  # B's last report: not full
+    b.workers.full = True  # B filled up before the relayed join reached it
+    with pytest.raises(AtCapacity):
+        await b.placement.locate("c_1", "new")
+    assert await a.placement.owner("c_1", "new") is None
+    assert ("c_1", "new") not in b.placement.claimed

@@ -68,3 +68,23 @@ async def test_no_running_worker_is_no_target_not_at_capacity(tmp_path: Path) ->
     pool.workers[0].alive = False
     with pytest.raises(NoTarget):
         await LocalPlacement(pool, max_cpu=0.85).locate("c", "s")
+
+
+@pytest.mark.parametrize(
+    ("cpus", "max_cpu", "full"),
+    [
+        ((0.9, 0.95), 0.85, True),
+        ((0.9, 0.3), 0.85, False),
+        ((0.99, 1.0), None, False),  # no limit: never full
+    ],
+)
+def test_a_node_is_at_capacity_when_every_worker_is_at_the_cpu_limit(
+    tmp_path: Path, cpus: tuple[float, ...], max_cpu: float | None, full: bool,
+) -> None:
+    assert LocalPlacement(pool_with(tmp_path, *cpus), max_cpu=max_cpu).at_capacity() is full
+
+
+def test_a_node_with_no_running_worker_is_not_at_capacity(tmp_path: Path) -> None:
+    pool = pool_with(tmp_path, 0.9)
+    pool.workers[0].alive = False
+    assert LocalPlacement(pool, max_cpu=0.85).at_capacity() is False
