@@ -50,12 +50,7 @@ async def test_full_workers_refuse_a_new_session_and_keep_an_existing_one(tmp_pa
         assert {p["uid"] for p in joined["participants"]} == {"ann"}
 
         carol, refused = await join(http, served.ws_url, served, "new-meeting", "carol")
-        assert refused == {"type": "error", "re": 1, "code": "unavailable",
-                           "message": "server at capacity, try again later"}
-        closed = orjson.loads(await carol.receive_str(timeout=10))
-        assert closed == {"type": "closed", "reason": "unavailable"}
-        await carol.receive(timeout=10)
-        assert carol.close_code == 1013
+        await expect_unavailable(carol, refused)
         assert not any("new-meeting" in w["sessions"] for w in await workers(http, served))
 
         async with http.get(f"{served.url}/v1/sessions/meeting", headers=admin_headers(served)) as response:
@@ -64,3 +59,13 @@ async def test_full_workers_refuse_a_new_session_and_keep_an_existing_one(tmp_pa
         assert uids == {"ann", "bob"}
         for ws in (ann, bob):
             await ws.close()
+
+
+async def expect_unavailable(ws: aiohttp.ClientWebSocketResponse, reply: dict[str, Any]) -> None:
+    """A join refused because the server is at capacity: `error unavailable`, `closed`, close 1013."""
+    assert reply == {"type": "error", "re": 1, "code": "unavailable",
+                     "message": "server at capacity, try again later"}  # fmt: skip
+    closed = orjson.loads(await ws.receive_str(timeout=10))
+    assert closed == {"type": "closed", "reason": "unavailable"}
+    await ws.receive(timeout=10)
+    assert ws.close_code == 1013

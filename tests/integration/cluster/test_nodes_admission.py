@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from tests.integration.cluster.test_admission import TINY_CPU_PERCENT, join
+from tests.integration.cluster.test_admission import TINY_CPU_PERCENT, expect_unavailable, join
 from tests.integration.cluster.test_workers import workers
 from tests.integration.deploy.serve import Served, serve
 from tests.redis_server import redis_missing, redis_server
@@ -91,12 +91,7 @@ async def test_when_every_node_is_full_a_new_session_is_refused_and_nothing_stay
         await wait_until(both_reported_full, 15)
         for node in (a, b):
             ws, refused = await join(http, node.ws_url, node, "new-meeting", "carol")
-            assert refused == {"type": "error", "re": 1, "code": "unavailable",
-                               "message": "server at capacity, try again later"}
-            closed = orjson.loads(await ws.receive_str(timeout=10))
-            assert closed == {"type": "closed", "reason": "unavailable"}
-            await ws.receive(timeout=10)
-            assert ws.close_code == 1013
+            await expect_unavailable(ws, refused)
             assert await placements(redis) == []
         for node in (a, b):
             assert not any("new-meeting" in w["sessions"] for w in await workers(http, node))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -14,14 +13,6 @@ from sfu.session.resume import ResumeTokens
 from sfu.session.session import Session
 from sfu.store.sqlite import SqliteStore
 from tests.unit.session.fakes import FakeConnection, FakeListener, FakeWebhooks
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "data")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +14,6 @@ from sfu.session.session import Session
 from sfu.store.sqlite import SqliteStore
 from tests.support import wait_until
 from tests.unit.session.fakes import FakeConnection, FakeListener, FakeWebhooks, RecordingObserver
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "data")
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
