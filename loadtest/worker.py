@@ -160,7 +160,10 @@ class WorkerState:
         for counted in self.counted:
             counted.latency_ms = self.latency_ms if on else None
 
-    def snapshot(self, with_latency: bool) -> dict[str, Any]:
+    def snapshot(self, with_latency: bool, kernel: dict[tuple[int, int], tuple[int, int]] | None = None,
+                 ) -> dict[str, Any]:  # fmt: skip
+        """The counters now; on the kernel path `kernel` (nftables' counts, `KernelSink.counts`, read off
+        the event loop by `_on_snapshot`) or, when None, the counts read here, synchronously."""
         streams = self.streams  # empty on the kernel path: its sequence-number fields stay 0
         out: dict[str, Any] = {
             "worker": self.index,
@@ -181,15 +184,14 @@ class WorkerState:
             "errors": list(self.errors),
         }
         if self.sink is not None:
-            out.update(self._kernel_counts(self.sink))
+            out.update(self._kernel_counts(self.sink.counts() if kernel is None else kernel))
         if with_latency:
             out["latency_ms"], self.latency_ms = self.latency_ms, []
         return out
 
-    def _kernel_counts(self, sink: KernelSink) -> dict[str, int]:
+    def _kernel_counts(self, counts: dict[tuple[int, int], tuple[int, int]]) -> dict[str, int]:
         """The kernel path's counts, from nftables per (port, SSRC): no sequence numbers, so no loss here
         (the report compares with what the publishers sent), no jitter, no latency."""
-        counts = sink.counts()
         sunk = self.sunk
         mine = [v for k, v in counts.items() if k in sunk]
         received = sum(p for p, _ in mine)
@@ -521,7 +523,18 @@ class Worker:
             if self.profiler is not None:
                 self.profiler.disable()
             self.state.measure_latency(False)
-        snap = self.state.snapshot(with_latency=phase == "end")
+        sink = self.state.sink
+        if sink is None:
+            snap = self.state.snapshot(with_latency=phase == "end")
+        else:
+            # `nft` runs 0.1-0.5 s for thousands of counters: in the event loop it stalled every raw
+            # publisher, which then sent what had come due in one burst (loss at a busy server, in the
+            # load tool's own window only). In a thread the pacer keeps its pace; what the publishers had
+            # sent is read just before `nft` starts, the same way at both ends of the window.
+            sent = self.state.pub_packets, self.state.pub_octets
+            counts = await asyncio.to_thread(sink.counts)
+            snap = self.state.snapshot(with_latency=phase == "end", kernel=counts)
+            snap["pub_packets"], snap["pub_octets"] = sent
         self.conn.send(("snapshot", snap))
 
 
