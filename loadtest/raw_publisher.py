@@ -142,6 +142,8 @@ class RawStream:
         words = (size + len(self.padding)) // 4
         self.ext_head = struct.pack("!HH", 0xBEDE, words) + elements if size else b""
         self.b0 = 0x90 if size else 0x80
+        # what follows the fixed header up to the payload: with a stamp, the stamp and padding go between
+        self.prefix = self.ext_head if self.stamped else self.ext_head + self.padding
         self.overhead = 12 + len(self.ext_head) + (8 if self.stamped else 0) + len(self.padding)
         self.overhead += 4 if self.vp8 else 0  # the payload descriptor
         self.batch = _batch_socket(path.fileno)
@@ -182,7 +184,7 @@ class RawStream:
         protect, on_sent = path.protect, self.on_sent
         ts = (self.ts_origin + self.passes * self.clip.duration_rtp + frame.rtp_offset) & 0xFFFFFFFF
         pt, ssrc, b0, pid, seq = path.payload_type, path.ssrc, self.b0, self.picture_id, self.seq
-        prefix = self.ext_head if self.stamped else self.ext_head + self.padding
+        prefix, stamped = self.prefix, self.stamped
         chunks = frame.chunks
         last = len(chunks) - 1
         if self.vp8:
@@ -195,11 +197,11 @@ class RawStream:
         packets = []
         for i, chunk in enumerate(chunks):
             head = pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc)
-            if on_sent is None and not self.stamped:
+            if on_sent is None and not stamped:
                 data = b"".join((head, prefix, descriptors[i != 0], chunk))
             else:
                 now_ns = _monotonic_ns()
-                stamp = _U64.pack(now_ns) if self.stamped else b""
+                stamp = _U64.pack(now_ns) if stamped else b""
                 data = b"".join((head, prefix, stamp, self.padding, descriptors[i != 0], chunk))
                 if on_sent is not None:
                     on_sent(data, now_ns)

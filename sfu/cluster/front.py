@@ -34,6 +34,7 @@ from sfu.cluster.wsproxy import UpstreamUnavailable, close_for_reconnect, forwar
 from sfu.config import Config
 from sfu.errors import BadRequest, SfuError, Unavailable
 from sfu.metrics import process_rss_bytes
+from sfu.session.admission import max_cpu_fraction
 from sfu.signaling import messages
 from sfu.signaling.dispatch import error_frame
 from sfu.signaling.forwarded import forwarded_middleware
@@ -67,8 +68,7 @@ class Front:
         self.store = store
         self.auth = Authenticator(store)
         self.pool = pool
-        max_cpu = config.max_worker_cpu / 100 if config.max_worker_cpu is not None else None
-        self.local = LocalPlacement(pool, max_cpu=max_cpu)
+        self.local = LocalPlacement(pool, max_cpu=max_cpu_fraction(config.max_worker_cpu))
         self.placement: Placement = placement_factory(self.local) if placement_factory else self.local
         self.draining = False
         self.closing = False

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sfu.cluster.supervisor import WorkerPool, WorkerProcess
+from sfu.session.admission import admits_new_session
 
 PLACEMENT_GRACE_S = 15.0
 """A placement not yet seen in its worker's reports is kept this long (the join may still be on its way)."""
@@ -53,7 +54,7 @@ class Candidate:
 
 def choose_worker(candidates: Sequence[Candidate], max_cpu: float | None) -> int | None:
     """Index of the least loaded candidate whose CPU is below `max_cpu` (a fraction; None: no limit)."""
-    fit = [c for c in candidates if max_cpu is None or c.cpu < max_cpu]
+    fit = [c for c in candidates if admits_new_session(c.cpu, max_cpu)]
     if not fit:
         return None
     return min(fit, key=lambda c: (c.score, c.index)).index

@@ -84,20 +84,32 @@ class BindingAnswerer:
             offset += 4 + size + (-size % 4)
         if mi_at < 0 or mi_at + 24 > len(data) or not username.startswith(self._prefix):
             return None
-        signed = data[:2] + (mi_at + 24 - 20).to_bytes(2, "big") + data[4:mi_at]
-        if not hmac.compare_digest(hmac.digest(self._key, signed, "sha1"), data[mi_at + 4 : mi_at + 24]):
+        if not integrity_matches(data, mi_at, self._key):
             return None
         mapped = self._mapped.get(addr)
         if mapped is None:
             mapped = self._mapped[addr] = _xor_mapped(addr)
         if not mapped:
             return None
-        head = _HEAD.pack(_BINDING_SUCCESS, _LENGTH_FOR_MI, COOKIE, transaction_id)
-        integrity = hmac.digest(self._key, head + mapped, "sha1")
-        head = _HEAD.pack(_BINDING_SUCCESS, _LENGTH, COOKIE, transaction_id)
-        message = head + mapped + _MI_HEAD + integrity
-        crc = (zlib.crc32(message) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
-        return message + _FINGERPRINT.pack(FINGERPRINT, 4, crc)
+        return signed_message(_BINDING_SUCCESS, transaction_id, mapped, self._key)
+
+
+def signed_message(method: int, transaction_id: bytes, attributes: bytes, key: bytes) -> bytes:
+    """A STUN message: `attributes`, then MESSAGE-INTEGRITY keyed with `key` and FINGERPRINT (RFC 8489
+    sections 14.5 and 14.7), as aioice serializes them."""
+    length = len(attributes) + 24
+    integrity = hmac.digest(key, _HEAD.pack(method, length, COOKIE, transaction_id) + attributes, "sha1")
+    message = _HEAD.pack(method, length + 8, COOKIE, transaction_id) + attributes + _MI_HEAD + integrity
+    crc = (zlib.crc32(message) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
+    return message + _FINGERPRINT.pack(FINGERPRINT, 4, crc)
+
+
+def integrity_matches(data: bytes, mi_at: int, key: bytes) -> bool:
+    """Whether the MESSAGE-INTEGRITY attribute at `mi_at` of STUN message `data` verifies with `key`."""
+    if mi_at + 24 > len(data):
+        return False
+    signed = data[:2] + (mi_at + 24 - 20).to_bytes(2, "big") + data[4:mi_at]
+    return hmac.compare_digest(hmac.digest(key, signed, "sha1"), data[mi_at + 4 : mi_at + 24])
 
 
 def _xor_mapped(addr: tuple[str, int]) -> bytes:

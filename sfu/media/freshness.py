@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import hmac
 import itertools
 import logging
 import math
@@ -43,6 +42,8 @@ from sfu.media.consent import (
     ICE_CONTROLLING,
     MESSAGE_INTEGRITY,
     USERNAME,
+    integrity_matches,
+    signed_message,
 )
 
 log = logging.getLogger("sfu.media.freshness")
@@ -61,7 +62,6 @@ _HEAD: Final = struct.Struct("!HHI12s")
 _ATTR: Final = struct.Struct("!HH")
 _U32_ATTR: Final = struct.Struct("!HHI")
 _U64_ATTR: Final = struct.Struct("!HHQ")
-_MI_HEAD: Final = _ATTR.pack(MESSAGE_INTEGRITY, 20)
 _FINGERPRINT_XOR: Final = 0x5354554E
 
 _monotonic = time.monotonic
@@ -98,15 +98,8 @@ def request_attributes(username: str, priority: int, ice_controlling: bool, tie_
 
 
 def binding_request(attributes: bytes, key: bytes, transaction_id: bytes) -> bytes:
-    """A Binding request with `attributes`, MESSAGE-INTEGRITY keyed with `key` and FINGERPRINT (RFC 8489
-    sections 14.5 and 14.7)."""
-    length = len(attributes) + 24
-    head = _HEAD.pack(_BINDING_REQUEST, length, COOKIE, transaction_id)
-    integrity = hmac.digest(key, head + attributes, "sha1")
-    head = _HEAD.pack(_BINDING_REQUEST, length + 8, COOKIE, transaction_id)
-    message = head + attributes + _MI_HEAD + integrity
-    crc = (zlib.crc32(message) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
-    return message + _U32_ATTR.pack(FINGERPRINT, 4, crc)
+    """A Binding request with `attributes`, MESSAGE-INTEGRITY keyed with `key` and FINGERPRINT."""
+    return signed_message(_BINDING_REQUEST, transaction_id, attributes, key)
 
 
 def authenticated(data: bytes, key: bytes) -> bool:
@@ -126,12 +119,9 @@ def authenticated(data: bytes, key: bytes) -> bool:
         offset += 4 + size + (-size % 4)
     else:
         return False
+    if size != 20 or not integrity_matches(data, offset, key):
+        return False
     after = offset + 24
-    if size != 20 or after > end:
-        return False
-    signed = data[:2] + (after - 20).to_bytes(2, "big") + data[4:offset]
-    if not hmac.compare_digest(hmac.digest(key, signed, "sha1"), data[offset + 4 : after]):
-        return False
     if after + 8 <= end and _ATTR.unpack_from(data, after) == (FINGERPRINT, 4):
         crc = int.from_bytes(data[after + 4 : after + 8], "big")
         head = data[:2] + (after + 8 - 20).to_bytes(2, "big") + data[4:after]

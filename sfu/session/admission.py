@@ -27,6 +27,11 @@ class CpuMeter:
         self._last = (now_s, cpu_s)
 
 
+def max_cpu_fraction(max_worker_cpu: float | None) -> float | None:
+    """`max_worker_cpu` (percent) as a fraction of one core, as the load reports CPU; None: no limit."""
+    return max_worker_cpu / 100 if max_worker_cpu is not None else None
+
+
 def admits_new_session(cpu: float, max_cpu: float | None) -> bool:
     """A new session fits while CPU (fraction of one core) is below `max_cpu` (None: no limit)."""
     return max_cpu is None or cpu < max_cpu

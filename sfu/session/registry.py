@@ -10,7 +10,7 @@ from typing import Any
 from sfu.auth.identity import Identity
 from sfu.config import Config
 from sfu.errors import Conflict, Unavailable
-from sfu.session.admission import CpuMeter, admits_new_session
+from sfu.session.admission import CpuMeter, admits_new_session, max_cpu_fraction
 from sfu.session.participant import Connection
 from sfu.session.resume import ResumeTokens
 from sfu.session.session import JoinResult, Session, SessionClosed, Webhooks
@@ -32,7 +32,7 @@ class Registry:
         self.closed = False
         self.draining = False
         """Set by `drain()`: new joins are refused, live participants stay (and may resume)."""
-        self.max_cpu = config.max_worker_cpu / 100 if config.max_worker_cpu is not None else None
+        self.max_cpu = max_cpu_fraction(config.max_worker_cpu)
         """No new session while `cpu_meter` reads at or above this (a fraction of one core)."""
         self.cpu_meter = CpuMeter(time.monotonic(), time.process_time())
         """Sampled by the Server while `max_cpu` is set."""
